@@ -1,0 +1,5 @@
+"""`python -m gptdeploy` runs the CLI."""
+
+from gptdeploy.cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""Checkpoint folders: `config.json` + `model.safetensors` + `tokenizer.json` (+ `train_state.pt` while training).
+
+Weights are safetensors only. The training state (optimizer, RNG, step, and a copy of the weights so that resuming
+never pairs weights and optimizer from different steps) is one file loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from gptdeploy import __version__
+from gptdeploy.errors import CheckpointError, ConfigError
+from gptdeploy.fileio import atomic_write, atomic_write_json
+from gptdeploy.model import GPT, GPTConfig
+from gptdeploy.tokenizer import Tokenizer
+
+FORMAT = "gptdeploy-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: GPT
+    tokenizer: Tokenizer
+    info: dict  # everything in config.json besides the model config: stage, step, versions
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.model.config
+
+
+def save_checkpoint(
+    path: str | Path, model: GPT, tokenizer: Tokenizer, info: dict | None = None, train_state: dict | None = None
+) -> Path:
+    """Write (or update) a checkpoint folder; each file is replaced atomically and config.json comes last."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
+    tokenizer.save(path / "tokenizer.json")
+    if train_state is not None:
+        atomic_write(path / TRAIN_STATE_FILE, lambda tmp: torch.save(train_state, tmp))
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gptdeploy_version": __version__,
+        **(info or {}),
+        "model": model.config.to_dict(),
+    }
+    atomic_write_json(path / CONFIG_FILE, config)
+    return path
+
+
+def read_config(path: str | Path) -> tuple[GPTConfig, dict]:
+    """The model config and the rest of config.json, after checking format and version."""
+    path = Path(path)
+    config_file = path / CONFIG_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist")
+    if not config_file.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint: {CONFIG_FILE} is missing")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_file} is corrupt ({error}); re-create the checkpoint") from error
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{config_file} is not a gptdeploy checkpoint config")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, this gptdeploy {__version__} reads up to {FORMAT_VERSION};"
+            " upgrade gptdeploy"
+        )
+    try:
+        model_config = GPTConfig.from_dict(data.pop("model"))
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{config_file} has an invalid model config: {error}") from error
+    return model_config, data
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint folder for inference (model in eval mode)."""
+    path = Path(path)
+    config, info = read_config(path)
+    tokenizer = Tokenizer.load(path)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}"
+        )
+    model = GPT(config)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{path} is incomplete: {WEIGHTS_FILE} is missing")
+    try:
+        load_model(model, str(weights), strict=True, device=str(device))
+    except (SafetensorError, RuntimeError, OSError) as error:
+        raise CheckpointError(f"cannot load weights {weights}: {error}".splitlines()[0]) from error
+    return Checkpoint(path=path, model=model.to(device).eval(), tokenizer=tokenizer, info=info)
+
+
+def load_train_state(path: str | Path) -> dict:
+    """The training state saved next to a checkpoint (never unpickles arbitrary objects)."""
+    state_file = Path(path) / TRAIN_STATE_FILE
+    if not state_file.is_file():
+        raise CheckpointError(f"cannot resume: {state_file} is missing (the run was not checkpointed yet)")
+    try:
+        return torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises a variety of errors for truncated or foreign files
+        raise CheckpointError(f"cannot read training state {state_file}: {error}".splitlines()[0]) from error

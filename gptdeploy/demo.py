@@ -1,0 +1,139 @@
+"""The end-to-end demo: shipped data -> pretrain -> fine-tune -> held-out accuracy and a few generations.
+
+Stages that already finished in `out_dir` are reused and interrupted ones resume, so a second run costs little.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gptdeploy.checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, read_config
+from gptdeploy.errors import ConfigError
+from gptdeploy.evaluate import exact_match
+from gptdeploy.fileio import atomic_write_json
+from gptdeploy.plot import plot_losses
+from gptdeploy.runtimes.base import load_runtime
+from gptdeploy.stages import finetune, pretrain
+from gptdeploy.tasks import check_answer, generate_tasks
+from gptdeploy.train import TrainConfig
+from gptdeploy.world import corpus_stats, generate_corpus
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    preset: str
+    pretrain: TrainConfig
+    finetune: TrainConfig
+
+
+# Step counts fit the time budgets on 2 CPU cores; the budgets stop a slower machine on time.
+FULL = DemoPlan(
+    preset="small",
+    pretrain=TrainConfig(max_steps=1600, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=60,
+                         eval_interval=200, checkpoint_interval=200, max_minutes=9.0),
+    finetune=TrainConfig(max_steps=1200, batch_size=32, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=30,
+                         eval_interval=200, checkpoint_interval=200, max_minutes=4.0),
+)  # fmt: skip
+QUICK = DemoPlan(
+    preset="tiny",
+    pretrain=TrainConfig(max_steps=500, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=30,
+                         eval_interval=100, checkpoint_interval=100, max_minutes=1.5),
+    finetune=TrainConfig(max_steps=600, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=20,
+                         eval_interval=100, checkpoint_interval=100, max_minutes=1.5),
+)  # fmt: skip
+
+
+def stage_status(stage_dir: Path, preset: str) -> str:
+    """'new', 'resume' (a checkpoint mid-run) or 'done'; refuses a folder that holds another preset's run."""
+    if not (stage_dir / CONFIG_FILE).is_file():
+        return "new"
+    _config, info = read_config(stage_dir)
+    if info.get("preset", preset) != preset:
+        raise ConfigError(f"{stage_dir} holds a '{info['preset']}' run; pass --fresh or another --out")
+    if info.get("finished"):
+        return "done"
+    return "resume" if (stage_dir / TRAIN_STATE_FILE).is_file() else "new"
+
+
+def run_demo(
+    out_dir: str | Path, plan: DemoPlan = FULL, fresh: bool = False, log: Callable[[str], None] = print
+) -> dict:
+    """Run (or continue) the demo in `out_dir` and return its numbers; also writes demo.json and loss.png."""
+    out_dir = Path(out_dir)
+    pretrain_dir, finetune_dir = out_dir / "pretrain", out_dir / "finetune"
+    if fresh:
+        for stage_dir in (pretrain_dir, finetune_dir):
+            shutil.rmtree(stage_dir, ignore_errors=True)
+    started = time.perf_counter()
+    log("[1/4] generating the shipped corpus and tasks")
+    corpus = corpus_stats(generate_corpus())
+    train_examples, heldout = generate_tasks()
+
+    status = stage_status(pretrain_dir, plan.preset)
+    log(f"[2/4] pretraining the '{plan.preset}' model ({status})")
+    if status != "done":
+        pretrain(pretrain_dir, plan.preset, train_config=plan.pretrain, resume=status == "resume")
+    status = stage_status(finetune_dir, plan.preset)
+    log(f"[3/4] fine-tuning on {len(train_examples):,} task examples ({status})")
+    if status != "done":
+        finetune(pretrain_dir, finetune_dir, train_config=plan.finetune, resume=status == "resume")
+
+    log(f"[4/4] evaluating on {len(heldout)} held-out examples")
+    runtime = load_runtime(finetune_dir, backend="torch")
+    report = exact_match(runtime, heldout)
+    shown = range(0, len(heldout), max(1, len(heldout) // 6))[:6]
+    result = {
+        "preset": plan.preset,
+        "parameters": runtime.model.num_parameters(),
+        "corpus": corpus,
+        "pretrain": _stage_summary(pretrain_dir),
+        "finetune": _stage_summary(finetune_dir),
+        "heldout": report.to_dict(),
+        "generations": [
+            {
+                "prompt": heldout[i].prompt,
+                "completion": report.completions[i],
+                "expected": heldout[i].completion,
+                "correct": check_answer(heldout[i], report.completions[i]),
+            }
+            for i in shown
+        ],
+        "plot": str(plot_losses([pretrain_dir, finetune_dir], out_dir / "loss.png")),
+        "plan": {"pretrain": asdict(plan.pretrain), "finetune": asdict(plan.finetune)},
+        "wall_seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(out_dir / "demo.json", result)
+    return result
+
+
+def _stage_summary(stage_dir: Path) -> dict:
+    _, info = read_config(stage_dir)
+    keys = ("step", "train_loss", "val_loss", "val_perplexity", "val_bits_per_char")
+    return {"checkpoint": str(stage_dir), **{key: info[key] for key in keys if key in info}}
+
+
+def describe_demo(result: dict) -> str:
+    corpus, pre, fine, heldout = result["corpus"], result["pretrain"], result["finetune"], result["heldout"]
+    per_task = "  ".join(f"{task} {acc:.1%}" for task, acc in heldout["per_task"].items())
+    lines = [
+        f"model: '{result['preset']}' preset, {result['parameters']:,} parameters",
+        f"corpus: {corpus['chars']:,} characters; entropy bound {corpus['bits_per_char']:.3f} bits/char "
+        f"(unigram {corpus['unigram_bits_per_char']:.3f}, gzip {corpus['gzip_bits_per_char']:.3f}, "
+        f"xz {corpus['xz_bits_per_char']:.3f})",
+        f"pretrain: {pre['step']} steps, val loss {pre['val_loss']:.4f} nats/token, perplexity "
+        f"{pre['val_perplexity']:.3f}, {pre['val_bits_per_char']:.3f} bits/char",
+        f"finetune: {fine['step']} steps, val loss {fine['val_loss']:.4f}",
+        f"held-out exact match: {heldout['accuracy']:.1%} ({per_task})",
+        "",
+        *(
+            f"{'ok ' if g['correct'] else 'BAD'} {g['prompt']!r} -> {g['completion']!r} (expected {g['expected']!r})"
+            for g in result["generations"]
+        ),
+        "",
+        f"loss curves: {result['plot']}   wall time: {result['wall_seconds']:.0f} s",
+    ]
+    return "\n".join(lines)

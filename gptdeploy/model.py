@@ -1,0 +1,318 @@
+"""The reference decoder-only transformer: the PyTorch model every exported artifact is checked against.
+
+Weight names follow GPT-2 (`wte`, `wpe`, `h`, `ln_f`, `c_attn`, `c_proj`, `lm_head`) so Hugging Face checkpoints map
+onto it one to one. The model knows nothing about tokenization, training or sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptdeploy.errors import ConfigError
+
+KV = tuple[Tensor, Tensor]  # (key, value), each (B, n_kv_head, T, head_dim)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 2048  # set from the tokenizer; a preset's value is only a default
+    block_size: int = 256  # maximum sequence length (prompt + generated tokens)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # query heads
+    n_kv_head: int | None = None  # key/value heads for grouped-query attention; None = n_head (plain MHA)
+    n_embd: int = 128  # residual stream width; must divide by n_head
+    mlp_hidden: int | None = None  # MLP inner width; None = 4 * n_embd (GELU) or 8/3 * n_embd rounded (SwiGLU)
+    positions: Literal["learned", "rope"] = "learned"  # learned absolute embeddings (GPT-2) or rotary (Llama)
+    rope_theta: float = 10000.0  # rotary base frequency
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    mlp: Literal["gelu", "swiglu"] = "gelu"  # GELU uses GPT-2's tanh approximation
+    bias: bool = True  # biases in linear layers and LayerNorm (GPT-2: yes, Llama: no)
+    tie_embeddings: bool = True  # lm_head shares its weight with wte
+    dropout: float = 0.0  # training only; 0 for small data sets that are not overfitted
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        checks = [
+            (self.vocab_size > 0, f"vocab_size must be positive, got {self.vocab_size}"),
+            (self.block_size > 0, f"block_size must be positive, got {self.block_size}"),
+            (self.n_layer > 0, f"n_layer must be positive, got {self.n_layer}"),
+            (self.n_head > 0, f"n_head must be positive, got {self.n_head}"),
+            (self.n_embd % self.n_head == 0, f"n_embd {self.n_embd} does not divide by n_head {self.n_head}"),
+            (self.kv_heads > 0 and self.n_head % self.kv_heads == 0,
+             f"n_head {self.n_head} does not divide by n_kv_head {self.n_kv_head}"),
+            (self.positions in ("learned", "rope"), f"positions must be 'learned' or 'rope', got {self.positions!r}"),
+            (self.norm in ("layernorm", "rmsnorm"), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}"),
+            (self.mlp in ("gelu", "swiglu"), f"mlp must be 'gelu' or 'swiglu', got {self.mlp!r}"),
+            (self.positions != "rope" or self.head_dim % 2 == 0,
+             f"rotary positions need an even head_dim, got {self.head_dim}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def _check_types(self) -> None:
+        """Values from JSON or the command line arrive untyped; a wrong type gets a clear error, not a crash later."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            expected = int if f.default is None else type(f.default)
+            if expected is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"model config field {f.name} must be {expected.__name__}, got {value!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden_size(self) -> int:
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return 4 * self.n_embd
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config fields {unknown}; is this checkpoint from a newer gptdeploy?")
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GPTConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown model config fields {unknown}; known: {', '.join(f.name for f in fields(cls))}")
+        return replace(PRESETS[name], **overrides)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # trains in seconds; used by the tests
+    "tiny": GPTConfig(vocab_size=512, block_size=128, n_layer=2, n_head=4, n_embd=64),
+    # the demo default: learns the shipped corpus in minutes on 2 CPU cores
+    "small": GPTConfig(vocab_size=2048, block_size=256, n_layer=4, n_head=4, n_embd=128),
+    # GPT-2 small's shape, for benchmarks (not trained here)
+    "gpt2-124m": GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+}
+
+
+class KVCache(Protocol):
+    """Where attention keeps keys and values; `update` appends a layer's new entries and returns all of them."""
+
+    @property
+    def length(self) -> int:
+        """Tokens already cached (P), the same for every layer during a forward pass."""
+        ...
+
+    def update(self, layer: int, key: Tensor, value: Tensor) -> KV: ...
+
+
+class ConcatKVCache:
+    """Functional cache: present = concat(past, new). The form ONNX export uses (past in, present out)."""
+
+    def __init__(self, past: list[KV] | None):
+        self.present: list[KV] = list(past) if past is not None else []
+        self._has_past = past is not None
+        self.length = past[0][0].shape[2] if past else 0
+
+    def update(self, layer: int, key: Tensor, value: Tensor) -> KV:
+        if self._has_past:
+            past_key, past_value = self.present[layer]
+            key = torch.cat([past_key, key], dim=2)
+            value = torch.cat([past_value, value], dim=2)
+            self.present[layer] = (key, value)
+        else:
+            self.present.append((key, value))
+        return key, value
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding in the half-split layout Hugging Face Llama checkpoints use."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        qkv_width = (self.n_head + 2 * self.n_kv_head) * self.head_dim
+        self.c_attn = nn.Linear(config.n_embd, qkv_width, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor, rope: KV | None, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        B, T, C = x.shape
+        q_width, kv_width = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([q_width, kv_width, kv_width], dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, nkv, P + T, hs)
+        if self.n_kv_head != self.n_head:
+            repeats = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, nh, P + T, hs)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return F.dropout(self.c_proj(y), dropout, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.swiglu = config.mlp == "swiglu"
+        # SwiGLU keeps gate and up projections in one matrix: [gate; up]
+        fc_width = 2 * config.hidden_size if self.swiglu else config.hidden_size
+        self.c_fc = nn.Linear(config.n_embd, fc_width, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c_fc(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return F.dropout(self.c_proj(h), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, rope: KV | None, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), rope, mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.positions == "learned" else None
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        if config.positions == "rope":
+            exponents = torch.arange(0, config.head_dim, 2, dtype=torch.float32) / config.head_dim
+            self.register_buffer("inv_freq", 1.0 / config.rope_theta**exponents, persistent=False)
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Unique parameters (a tied LM head counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: Tensor,
+        past_kv: list[KV] | KVCache | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+    ) -> tuple[Tensor, list[KV] | KVCache | None]:
+        """Logits for (B, T) tokens appended after the cached ones.
+
+        past_kv: None (nothing cached), a list of per-layer (key, value) tensors (B, n_kv_head, P, head_dim) to
+            extend by concatenation, or a `KVCache` that stores in place (what a runtime pre-allocates).
+        attention_mask: (B, P + T), 1 for real tokens and 0 for (left) padding; None means all real.
+        position_ids: (B, T); None derives them from the mask (padding does not advance positions).
+        Returns logits (B, T, vocab) and the cache: the list of presents, or the `KVCache` passed in.
+        """
+        B, T = idx.shape
+        cache = past_kv if past_kv is not None and hasattr(past_kv, "update") else ConcatKVCache(past_kv)
+        past_len = cache.length
+        if position_ids is None:
+            position_ids = default_position_ids(attention_mask, past_len, T, idx.device)
+        if attention_mask is None and past_len == 0:
+            mask = None  # plain causal attention: lets SDPA take its fastest kernel
+        else:
+            mask = causal_mask(attention_mask, B, T, past_len, idx.device, self.wte.weight.dtype)
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(position_ids)
+        else:
+            freqs = position_ids[..., None].to(torch.float32) * self.inv_freq  # (B, T, hs/2)
+            angles = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hs)
+            rope = (angles.cos().to(x.dtype), angles.sin().to(x.dtype))
+        for block in self.h:
+            x = block(x, rope, mask, cache)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        return logits, cache.present if isinstance(cache, ConcatKVCache) else cache
+
+
+def default_position_ids(attention_mask: Tensor | None, past_len: int, T: int, device: torch.device) -> Tensor:
+    """Positions of the T new tokens: counting only real tokens, so left padding does not shift a row."""
+    if attention_mask is None:
+        return torch.arange(past_len, past_len + T, device=device)[None]  # (1, T)
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, P + T)
+    return positions.clamp(min=0)[:, past_len:]  # (B, T)
+
+
+def causal_mask(
+    attention_mask: Tensor | None, B: int, T: int, past_len: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Additive mask (B, 1, T, P + T): 0 where a query may attend, the dtype's minimum elsewhere.
+
+    The minimum (not -inf) keeps rows that are all padding finite instead of NaN.
+    """
+    total = past_len + T
+    query_pos = torch.arange(past_len, total, device=device)[:, None]  # (T, 1)
+    key_pos = torch.arange(total, device=device)[None, :]  # (1, P + T)
+    allowed = (key_pos <= query_pos)[None, None]  # (1, 1, T, P + T)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, P + T)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min).expand(B, 1, T, total)

@@ -1,0 +1,42 @@
+"""Write the shipped data: the pretraining corpus, the fine-tuning splits and the corpus statistics.
+
+Every file is byte-reproducible (gzip with a fixed name and mtime, JSON with fixed key order), so the
+copies in the repository's samples/ can be checked against the generators, and every file is written
+atomically, so an interrupted run never leaves half a file.
+"""
+
+import gzip
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from gptdeploy.fileio import atomic_write, atomic_write_json, atomic_write_text
+from gptdeploy.tasks import Example, generate_tasks
+from gptdeploy.world import corpus_stats, generate_corpus
+
+
+def _gzip(text: str) -> bytes:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="corpus.txt", mode="wb", compresslevel=9, fileobj=buffer, mtime=0) as archive:
+        archive.write(text.encode("utf-8"))
+    return buffer.getvalue()
+
+
+def _jsonl(examples: Sequence[Example]) -> str:
+    lines = (json.dumps(example.to_json(), ensure_ascii=False, separators=(",", ":")) for example in examples)
+    return "".join(line + "\n" for line in lines)
+
+
+def write_samples(out_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """Generate everything for `seed` into out_dir; returns {"corpus", "train", "heldout", "stats"} -> path."""
+    out_dir = Path(out_dir)
+    corpus = generate_corpus(seed)
+    train, heldout = generate_tasks(seed)
+    packed = _gzip(corpus.text)
+    return {
+        "corpus": atomic_write(out_dir / "corpus.txt.gz", lambda tmp: tmp.write_bytes(packed)),
+        "train": atomic_write_text(out_dir / "finetune" / "train.jsonl", _jsonl(train)),
+        "heldout": atomic_write_text(out_dir / "finetune" / "heldout.jsonl", _jsonl(heldout)),
+        "stats": atomic_write_json(out_dir / "corpus_stats.json", {"seed": seed, **corpus_stats(corpus)}),
+    }

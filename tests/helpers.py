@@ -1,0 +1,54 @@
+"""Tiny models and texts shared by the tests: built in seconds so the suite runs on 2 CPU cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gptdeploy.model import GPT, GPTConfig
+from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
+
+SAMPLE_TEXT = [
+    "Mia lives in Riverton. She has a brown dog named Pip, and she walks him by the river every morning.",
+    "Tom had 12 apples and gave 5 to Mia, so he had 7 left. Q: What is 23 plus 48?\nA: 71",
+    "The market in Hillford opens on Monday. Farmers sell bread, cheese, eggs and green beans there.",
+]
+
+# Every option the reference model supports, each in at least one variant.
+MODEL_VARIANTS = {
+    "gpt2": {},
+    "llama": dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, bias=False, tie_embeddings=False),
+    "mqa-untied-gelu-rope": dict(positions="rope", n_kv_head=1, tie_embeddings=False),
+    "rmsnorm-swiglu-learned-bias": dict(norm="rmsnorm", mlp="swiglu", bias=True),
+}
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.preset("tiny", vocab_size=320, **overrides)).eval()
+
+
+class ScriptedRuntime(CachedRuntime):
+    """A runtime whose logits spell out a fixed token script: lets generate() tests choose what the model says.
+
+    Only for testing the layers above the Runtime protocol; real backends are tested on real models.
+    """
+
+    def __init__(self, tokenizer, script: list[int], max_seq_len: int = 64):
+        super().__init__()
+        self.tokenizer, self.script = tokenizer, script
+        self.info = RuntimeInfo("scripted", "fp32", "cpu", tokenizer.vocab_size, max_seq_len, 8)
+        self.generated = 0
+
+    def _reset(self, batch_size: int) -> None:
+        self.generated = 0
+
+    def _forward(self, input_ids, attention_mask, all_logits):
+        if self.length > 0:
+            self.generated += 1
+        logits = np.zeros((input_ids.shape[0], self.info.vocab_size), dtype=np.float32)
+        logits[:, self.script[min(self.generated, len(self.script) - 1)]] = 10.0
+        return logits
+
+    def _keep_rows(self, rows) -> None:
+        pass

@@ -1,0 +1,122 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gptdeploy.checkpoint import load_checkpoint, read_config
+from gptdeploy.errors import ConfigError, TrainingError
+from gptdeploy.stages import pretrain
+from gptdeploy.train import TrainConfig
+from gptdeploy.world import generate_corpus
+
+# Small but real: ~300 optimizer steps of the tiny preset take a few seconds.
+RUN = TrainConfig(max_steps=300, batch_size=4, warmup_steps=10, eval_interval=100, eval_batches=2,
+                  checkpoint_interval=25, log_interval=25)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "world.txt"
+    path.write_text(generate_corpus(seed=3, target_bytes=120_000).text, encoding="utf-8")
+    return path
+
+
+def run_pretrain(out_dir: Path, corpus_file: Path, config: TrainConfig = RUN, resume: bool = False):
+    return pretrain(out_dir, "tiny", [corpus_file], config, resume=resume, progress=False)
+
+
+def test_pretraining_lowers_the_validation_loss_and_writes_a_checkpoint(corpus_file, tmp_path):
+    result = run_pretrain(tmp_path, corpus_file, TrainConfig(**{**RUN.__dict__, "max_steps": 120}))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    val_losses = [r["val_loss"] for r in records if "val_loss" in r]
+    assert result.steps == 120 and not result.stopped_early
+    assert result.val_loss < math.log(512) - 1.0  # a random init predicts uniformly: ln(vocab) nats
+    assert val_losses[-1] == pytest.approx(result.val_loss)
+    assert result.val_bits_per_char and result.val_bits_per_char < result.val_loss / 0.69
+    config, info = read_config(tmp_path)
+    assert info["step"] == 120 and info["finished"] and config.n_layer == 2
+    assert load_checkpoint(tmp_path).tokenizer.vocab_size == config.vocab_size
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_reaches_the_same_weights_as_an_uninterrupted_one(corpus_file, tmp_path):
+    reference = run_pretrain(tmp_path / "uninterrupted", corpus_file)
+    interrupted = tmp_path / "interrupted"
+    code = (
+        "import sys; from pathlib import Path; from tests.test_train import RUN, run_pretrain;"
+        "run_pretrain(Path(sys.argv[1]), Path(sys.argv[2]))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", code, str(interrupted), str(corpus_file)], cwd=root)
+    killed_at = None
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        config = interrupted / "config.json"
+        if config.exists() and 0 < (step := json.loads(config.read_text())["step"]) < RUN.max_steps:
+            os.kill(process.pid, signal.SIGKILL)
+            killed_at = step
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert killed_at is not None, "the run finished before it could be killed; make it longer"
+    resumed = run_pretrain(interrupted, corpus_file, resume=True)
+    assert resumed.steps == RUN.max_steps
+    expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    actual = load_file(interrupted / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert resumed.val_loss == reference.val_loss
+    steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "records from after the checkpoint must be dropped on resume"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_and_keeps_ranks_in_sync(corpus_file, tmp_path):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "gptdeploy", "train", "--out", str(tmp_path), "--preset", "tiny", "--data", str(corpus_file),
+        "--max-steps", "30", "--batch-size", "4", "--device", "cpu", "--json",
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)  # only rank 0 prints
+    assert len(report["rank_checksums"]) == 2
+    assert report["rank_checksums"][0] == report["rank_checksums"][1]
+    assert report["steps"] == 30 and report["val_loss"] < 6.0
+    assert read_config(tmp_path)[1]["step"] == 30
+
+
+def test_time_budget_stops_early_with_a_checkpoint(corpus_file, tmp_path):
+    result = run_pretrain(tmp_path, corpus_file, TrainConfig(**{**RUN.__dict__, "max_minutes": 1e-4}))
+    assert result.stopped_early and result.steps < RUN.max_steps
+    assert read_config(tmp_path)[1]["finished"]
+
+
+def test_divergence_is_reported(corpus_file, tmp_path):
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        run_pretrain(tmp_path, corpus_file, TrainConfig(**{**RUN.__dict__, "learning_rate": 1e30}))
+
+
+def test_bad_training_settings_are_refused():
+    with pytest.raises(ConfigError, match="batch_size must be positive"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="min_learning_rate"):
+        TrainConfig(learning_rate=1e-3, min_learning_rate=1e-2)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_minimum():
+    config = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_learning_rate=0.1)
+    assert config.lr_at(0) == pytest.approx(0.1)
+    assert config.lr_at(9) == pytest.approx(1.0)
+    assert config.lr_at(100) == pytest.approx(0.1)
+    assert all(config.lr_at(s) >= config.lr_at(s + 1) for s in range(10, 100))
