@@ -33,17 +33,17 @@ class DemoPlan:
 # Step counts fit the time budgets on 2 CPU cores; the budgets stop a slower machine on time.
 FULL = DemoPlan(
     preset="small",
-    pretrain=TrainConfig(max_steps=1600, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=60,
-                         eval_interval=200, checkpoint_interval=200, max_minutes=9.0),
-    finetune=TrainConfig(max_steps=1200, batch_size=32, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=30,
-                         eval_interval=200, checkpoint_interval=200, max_minutes=4.0),
+    pretrain=TrainConfig(max_steps=1450, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=60,
+                         eval_interval=250, checkpoint_interval=250, max_minutes=9.5),
+    finetune=TrainConfig(max_steps=3000, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=50,
+                         eval_interval=500, checkpoint_interval=500, max_minutes=5.0),
 )  # fmt: skip
 QUICK = DemoPlan(
     preset="tiny",
     pretrain=TrainConfig(max_steps=500, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=30,
                          eval_interval=100, checkpoint_interval=100, max_minutes=1.5),
-    finetune=TrainConfig(max_steps=600, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=20,
-                         eval_interval=100, checkpoint_interval=100, max_minutes=1.5),
+    finetune=TrainConfig(max_steps=3000, batch_size=32, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=50,
+                         eval_interval=500, checkpoint_interval=500, max_minutes=2.0),
 )  # fmt: skip
 
 

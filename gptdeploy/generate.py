@@ -112,7 +112,20 @@ class _Decoding:
         return ids
 
     def steps(self) -> Iterator[None]:
-        """Prefill, then one decode step per iteration until every row has finished."""
+        """Prefill, then one token per unfinished row per iteration until every row has finished."""
+        logits, mask = self._prefill()
+        while self.active:
+            started = time.perf_counter()
+            self._sample(logits)
+            mask = self._drop_finished(mask)
+            if self.active:
+                mask = np.concatenate([mask, np.ones((len(self.active), 1), dtype=np.int64)], axis=1)
+                logits = self.runtime.forward(np.array([[row.generated[-1]] for row in self.active]), mask)
+            self.decode_seconds += time.perf_counter() - started
+            yield
+
+    def _prefill(self) -> tuple[np.ndarray, np.ndarray]:
+        """Left-pad the prompts into one batch and run it; returns the last-position logits and the mask."""
         width = max(len(row.prompt_ids) for row in self.rows)
         ids = np.full((len(self.rows), width), self.tokenizer.pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -122,30 +135,26 @@ class _Decoding:
         started = time.perf_counter()
         logits = self.runtime.forward(ids, mask)
         self.prefill_seconds = time.perf_counter() - started
-        while True:
-            started = time.perf_counter()
-            penalize = self.config.repetition_penalty != 1
-            histories = [row.prompt_ids + row.generated for row in self.active] if penalize else None
-            tokens = self.sampler.sample(logits, [row.index for row in self.active], histories)
-            for row, token in zip(self.active, tokens, strict=True):
-                self._append(row, token)
-            keep = [i for i, row in enumerate(self.active) if row.finish_reason is None]
-            if keep and mask.shape[1] + 1 > self.runtime.info.max_seq_len:
-                for i in keep:
-                    self.active[i].finish_reason = "context_full"
-                keep = []
-            if keep and len(keep) < len(self.active):
-                self.runtime.keep_rows(np.array(keep))
-                mask = mask[keep]
-            self.active = [self.active[i] for i in keep]
-            if self.active:
-                mask = np.concatenate([mask, np.ones((len(keep), 1), dtype=np.int64)], axis=1)
-                next_ids = np.array([[row.generated[-1]] for row in self.active], dtype=np.int64)
-                logits = self.runtime.forward(next_ids, mask)
-            self.decode_seconds += time.perf_counter() - started
-            yield
-            if not self.active:
-                return
+        return logits, mask
+
+    def _sample(self, logits: np.ndarray) -> None:
+        penalize = self.config.repetition_penalty != 1
+        histories = [row.prompt_ids + row.generated for row in self.active] if penalize else None
+        tokens = self.sampler.sample(logits, [row.index for row in self.active], histories)
+        for row, token in zip(self.active, tokens, strict=True):
+            self._append(row, token)
+
+    def _drop_finished(self, mask: np.ndarray) -> np.ndarray:
+        """Remove finished rows from the batch (and the runtime's cache); a full cache finishes every row."""
+        keep = [i for i, row in enumerate(self.active) if row.finish_reason is None]
+        if keep and mask.shape[1] + 1 > self.runtime.info.max_seq_len:
+            for i in keep:
+                self.active[i].finish_reason = "context_full"
+            keep = []
+        if keep and len(keep) < len(self.active):
+            self.runtime.keep_rows(np.array(keep))
+        self.active = [self.active[i] for i in keep]
+        return mask[keep]
 
     def _append(self, row: _Row, token: int) -> None:
         if token == self.tokenizer.eos_id and not self.config.ignore_eos:

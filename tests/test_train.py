@@ -120,3 +120,22 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     assert config.lr_at(9) == pytest.approx(1.0)
     assert config.lr_at(100) == pytest.approx(0.1)
     assert all(config.lr_at(s) >= config.lr_at(s + 1) for s in range(10, 100))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tokenizer, tmp_path):
+    """Two micro-batches of 2 see the same examples as one batch of 4 and report the same loss."""
+    from gptdeploy.data import FinetuneData
+    from gptdeploy.tasks import Example
+    from gptdeploy.train import train
+    from tests.helpers import tiny_model
+
+    examples = [Example("t", f"Q: {a} plus {b}?\nA:", f" {a + b}") for a in range(10, 14) for b in range(20, 23)]
+    results = []
+    for batch_size, grad_accum in ((4, 1), (2, 2)):
+        data = FinetuneData(examples, examples, tokenizer, block_size=64, batch_size=batch_size)
+        config = TrainConfig(max_steps=3, batch_size=batch_size, grad_accum=grad_accum, warmup_steps=1,
+                             eval_interval=3, learning_rate=1e-3, min_learning_rate=1e-4)  # fmt: skip
+        results.append(train(tiny_model(), tokenizer, data, config, tmp_path / str(grad_accum), progress=False))
+    single, accumulated = results
+    assert accumulated.val_loss == pytest.approx(single.val_loss, rel=1e-3)
+    assert accumulated.train_loss == pytest.approx(single.train_loss, rel=1e-3)
