@@ -26,7 +26,7 @@ from gptdeploy.world import generate_corpus
 
 PRETRAIN_DEFAULTS = TrainConfig()
 FINETUNE_DEFAULTS = TrainConfig(
-    max_steps=600, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=20, eval_interval=100, batch_size=32
+    max_steps=3000, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=50, eval_interval=500
 )
 
 

@@ -235,7 +235,7 @@ class Trainer:
         started = window_start = time.perf_counter()
         window_tokens = total_tokens = 0
         summary: dict = {}
-        step, stopped_early = start_step, False
+        step, stopped_early, train_loss = start_step, False, float("nan")
         while step < config.max_steps and not stopped_early:
             train_loss, tokens = self.train_step(step)
             step += 1
@@ -260,7 +260,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         return TrainResult(
             steps=step,
-            train_loss=train_loss if step > start_step else float("nan"),
+            train_loss=train_loss,
             val_loss=summary.get("val_loss", float("nan")),
             val_perplexity=summary.get("val_perplexity", float("nan")),
             val_bits_per_char=summary.get("val_bits_per_char"),
