@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from gptdeploy.model import GPT, GPTConfig
+from gptdeploy.runtimes.base import Runtime
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
 
-def run_cached(runtime: TorchRuntime, prompt: np.ndarray, new_tokens: int) -> tuple[float, float]:
+def run_cached(runtime: Runtime, prompt: np.ndarray, new_tokens: int) -> tuple[float, float]:
     """Seconds for the prefill and for `new_tokens` greedy decode steps through the runtime's cache."""
     batch = prompt.shape[0]
     runtime.reset(batch)

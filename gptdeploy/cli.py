@@ -6,6 +6,8 @@ Results go to stdout, progress to stderr. A `GptDeployError` becomes `Error: ...
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,6 +32,17 @@ class TranslatingGroup(click.Group):
 @click.version_option(__version__, prog_name="gptdeploy")
 def main() -> None:
     """Train a small GPT, export it, and run it on PyTorch, ONNX Runtime and TensorRT behind one API."""
+    show_progress_logs()
+
+
+def show_progress_logs() -> None:
+    """The library logs its steps; the CLI shows them on stderr so long commands report what they are doing."""
+    library_log = logging.getLogger("gptdeploy")
+    if not library_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        library_log.addHandler(handler)
+        library_log.setLevel(logging.INFO)
 
 
 def emit(data: dict, as_json: bool, text: Callable[[dict], str]) -> None:
@@ -260,6 +273,97 @@ def chat_command(model, template, backend, device, precision, **settings) -> Non
             for piece in stream(runtime, template.replace("{}", line), config):
                 click.echo(piece, nl=False)
             click.echo()
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "bundle", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--opset", default=18, show_default=True, help="ONNX opset of the graph.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@click.option("--no-tasks", is_flag=True, help="Skip the held-out task accuracy check (for non-demo models).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+def export_command(checkpoint, bundle, opset, force, no_tasks, as_json) -> None:
+    """Export a checkpoint to a self-verifying ONNX bundle; fails if ONNX Runtime does not match PyTorch.
+
+    Example: gptdeploy export runs/demo/finetune -o runs/demo/bundle
+    """
+    from gptdeploy.export.pipeline import export_bundle
+
+    result = export_bundle(checkpoint, bundle, opset=opset, force=force, tasks=not no_tasks)
+    data = {"bundle": str(result.bundle), "artifact": result.artifact.name, "parity": result.parity.to_dict(),
+            "accuracy": result.accuracy}  # fmt: skip
+    emit(data, as_json, lambda d: f"wrote {d['bundle']}\n" + describe_parity([d["parity"]]))
+
+
+def describe_parity(reports: list[dict]) -> str:
+    header = (
+        f"{'backend':<12} {'precision':<9} {'max|dlogit|':>11} {'rel':>9} {'mean KL':>9} {'top-1':>6} {'greedy':>7}"
+        " verdict"
+    )
+    lines = [header]
+    for r in reports:
+        verdict = "ok" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
+        lines.append(f"{r['backend']:<12} {r['precision']:<9} {r['max_abs_logit_diff']:>11.2e} "
+                     f"{r['max_rel_logit_diff']:>9.2e} {r['mean_kl']:>9.2e} {r['top1_agreement']:>6.1%} "
+                     f"{r['greedy_identical']:>3}/{r['prompts']:<3} {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+@main.command("inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON document.")
+def inspect_command(bundle: Path, as_json: bool) -> None:
+    """Show what a bundle holds: model, IO, artifacts with their op counts and parity, after verifying it.
+
+    Example: gptdeploy inspect runs/demo/bundle
+    """
+    from gptdeploy.bundle import load_bundle
+
+    manifest = load_bundle(bundle).manifest
+    emit(manifest, as_json, describe_manifest)
+
+
+def describe_manifest(manifest: dict) -> str:
+    model = manifest["model"]
+    lines = [
+        f"bundle format {manifest['format_version']}, gptdeploy {manifest['gptdeploy_version']}, "
+        + ", ".join(f"{k} {v}" for k, v in manifest["tools"].items() if k != "gptdeploy"),
+        f"model: {model['n_layer']} layers, {model['n_head']} heads ({model['n_kv_head'] or model['n_head']} kv), "
+        f"width {model['n_embd']}, context {model['block_size']}, vocab {model['vocab_size']}, "
+        f"{model['positions']} positions, {model['norm']}, {model['mlp']}",
+        f"inputs: {', '.join(manifest['io']['inputs'][:4])}, ...",
+        f"outputs: {', '.join(manifest['io']['outputs'][:3])}, ...",
+    ]
+    for artifact in manifest["artifacts"]:
+        details = artifact["details"]
+        ops = ", ".join(f"{op} {n}" for op, n in list(details.get("op_counts", {}).items())[:8])
+        lines += [
+            f"artifact {artifact['name']}: {artifact['kind']} {artifact['precision']}, opset {artifact['opset']}, "
+            f"{artifact['path']} (+{len(artifact['files']) - 1} data file)",
+            f"  ops: {ops}",
+        ]
+        if details.get("parity"):
+            lines.append("  " + describe_parity([details["parity"]]).replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+@main.command("parity")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--against", "checkpoint", type=click.Path(path_type=Path), help="Recompute references from this.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or tensorrt[:N] (ORT providers).")
+@click.option("--tasks", is_flag=True, help="Also compare held-out task accuracy with the reference.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as one JSON document.")
+def parity_command(bundle, checkpoint, device, tasks, as_json) -> None:
+    """Measure every artifact of a bundle against the PyTorch reference; exits 1 if any fails.
+
+    Example: gptdeploy parity runs/demo/bundle --against runs/demo/finetune --tasks
+    """
+    from gptdeploy.parity import run_parity
+
+    reports = run_parity(bundle, checkpoint, device=device, tasks=tasks)
+    emit({"reports": reports}, as_json, lambda d: describe_parity(d["reports"]))
+    if not all(r["passed"] for r in reports):
+        raise click.exceptions.Exit(1)
 
 
 @main.command("plot")

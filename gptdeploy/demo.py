@@ -11,10 +11,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gptdeploy.bundle import GOLDEN_FILE, MANIFEST_FILE, load_bundle
 from gptdeploy.checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, read_config
+from gptdeploy.compare import compare_backends, describe_rows
 from gptdeploy.errors import ConfigError
 from gptdeploy.evaluate import exact_match
+from gptdeploy.export.pipeline import export_bundle
 from gptdeploy.fileio import atomic_write_json
+from gptdeploy.golden import load_golden
 from gptdeploy.plot import plot_losses
 from gptdeploy.runtimes.base import load_runtime
 from gptdeploy.stages import finetune, pretrain
@@ -64,27 +68,34 @@ def run_demo(
 ) -> dict:
     """Run (or continue) the demo in `out_dir` and return its numbers; also writes demo.json and loss.png."""
     out_dir = Path(out_dir)
-    pretrain_dir, finetune_dir = out_dir / "pretrain", out_dir / "finetune"
+    pretrain_dir, finetune_dir, bundle_dir = out_dir / "pretrain", out_dir / "finetune", out_dir / "bundle"
     if fresh:
-        for stage_dir in (pretrain_dir, finetune_dir):
+        for stage_dir in (pretrain_dir, finetune_dir, bundle_dir):
             shutil.rmtree(stage_dir, ignore_errors=True)
     started = time.perf_counter()
-    log("[1/4] generating the shipped corpus and tasks")
+    log("[1/6] generating the shipped corpus and tasks")
     corpus = corpus_stats(generate_corpus())
     train_examples, heldout = generate_tasks()
 
     status = stage_status(pretrain_dir, plan.preset)
-    log(f"[2/4] pretraining the '{plan.preset}' model ({status})")
+    log(f"[2/6] pretraining the '{plan.preset}' model ({status})")
     if status != "done":
         pretrain(pretrain_dir, plan.preset, train_config=plan.pretrain, resume=status == "resume")
-    status = stage_status(finetune_dir, plan.preset)
-    log(f"[3/4] fine-tuning on {len(train_examples):,} task examples ({status})")
-    if status != "done":
-        finetune(pretrain_dir, finetune_dir, train_config=plan.finetune, resume=status == "resume")
+    finetune_status = stage_status(finetune_dir, plan.preset)
+    log(f"[3/6] fine-tuning on {len(train_examples):,} task examples ({finetune_status})")
+    if finetune_status != "done":
+        finetune(pretrain_dir, finetune_dir, train_config=plan.finetune, resume=finetune_status == "resume")
 
-    log(f"[4/4] evaluating on {len(heldout)} held-out examples")
+    log(f"[4/6] evaluating on {len(heldout)} held-out examples")
     runtime = load_runtime(finetune_dir, backend="torch")
     report = exact_match(runtime, heldout)
+    fresh_bundle = not (bundle_dir / MANIFEST_FILE).is_file() or finetune_status != "done"
+    log(f"[5/6] exporting to ONNX and checking parity ({'new' if fresh_bundle else 'done'})")
+    if fresh_bundle:
+        export_bundle(finetune_dir, bundle_dir, force=True)
+    log("[6/6] comparing backends: parity, task accuracy, decode speed")
+    golden = load_golden(load_bundle(bundle_dir).file(GOLDEN_FILE))
+    backends = compare_backends([("torch", finetune_dir), ("onnxruntime", bundle_dir)], golden, heldout)
     shown = range(0, len(heldout), max(1, len(heldout) // 6))[:6]
     result = {
         "preset": plan.preset,
@@ -93,6 +104,8 @@ def run_demo(
         "pretrain": _stage_summary(pretrain_dir),
         "finetune": _stage_summary(finetune_dir),
         "heldout": report.to_dict(),
+        "bundle": str(bundle_dir),
+        "backends": backends,
         "generations": [
             {
                 "prompt": heldout[i].prompt,
@@ -134,6 +147,8 @@ def describe_demo(result: dict) -> str:
             for g in result["generations"]
         ),
         "",
-        f"loss curves: {result['plot']}   wall time: {result['wall_seconds']:.0f} s",
+        describe_rows(result["backends"]),
+        "",
+        f"bundle: {result['bundle']}   loss curves: {result['plot']}   wall time: {result['wall_seconds']:.0f} s",
     ]
     return "\n".join(lines)

@@ -38,3 +38,11 @@ class ContextOverflowError(GenerationError):
 
 class BackendError(GptDeployError):
     """A runtime backend cannot be used: its library is missing, or the model folder does not suit it."""
+
+
+class BundleError(GptDeployError):
+    """A bundle is missing, incomplete, corrupt, edited, or from an incompatible version."""
+
+
+class ExportError(GptDeployError):
+    """A checkpoint could not be turned into an artifact, or the artifact failed its parity check."""

@@ -153,6 +153,10 @@ def load_runtime(
             from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
             return TorchRuntime.load(path, device=device, precision=precision, max_batch_size=max_batch_size)
+        if chosen == "onnxruntime":
+            from gptdeploy.runtimes.ort_runtime import OrtRuntime
+
+            return OrtRuntime.load(path, device=device, precision=precision, max_batch_size=max_batch_size)
     except ModuleNotFoundError as error:
         if error.name not in ("torch", "onnxruntime", "tensorrt", "onnx"):
             raise

@@ -1,6 +1,6 @@
 """The runtime parametrization: every contract test runs on every backend listed here that can run here.
 
-Adding a backend means adding one entry to RUNTIMES.
+Adding a backend means adding one entry to RUNTIMES: the modules it needs and the model folder it opens.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from gptdeploy.checkpoint import save_checkpoint
 from gptdeploy.runtimes.base import load_runtime
 from tests.helpers import tiny_model
 
-# backend -> (module it needs, how to open the tiny test model with it)
+# backend -> (modules it needs, fixture giving the folder it opens)
 RUNTIMES = {
-    "torch": ("torch", lambda checkpoint: load_runtime(checkpoint, backend="torch", max_batch_size=8)),
+    "torch": (("torch",), "checkpoint_dir"),
+    "onnxruntime": (("onnxruntime", "onnxscript"), "bundle_dir"),
 }
 
 
@@ -26,10 +27,21 @@ def checkpoint_dir(tmp_path_factory, tokenizer):
     return path
 
 
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, checkpoint_dir):
+    from gptdeploy.export.pipeline import export_bundle
+
+    path = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
+    export_bundle(checkpoint_dir, path, tasks=False)
+    return path
+
+
 @pytest.fixture(params=sorted(RUNTIMES))
-def runtime(request, checkpoint_dir):
-    module, open_runtime = RUNTIMES[request.param]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"optional dependency {module} is not installed")
-    with open_runtime(checkpoint_dir) as opened:
+def runtime(request):
+    modules, folder_fixture = RUNTIMES[request.param]
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        pytest.skip(f"optional dependency {', '.join(missing)} is not installed")
+    folder = request.getfixturevalue(folder_fixture)
+    with load_runtime(folder, backend=request.param, max_batch_size=8) as opened:
         yield opened

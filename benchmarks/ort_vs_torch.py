@@ -1,0 +1,152 @@
+"""ONNX Runtime (fp32, CPU) against the torch runtime on the same model, prompt and greedy decode.
+
+Each preset's random-weight model (seeded) is exported once to a temporary ONNX graph; both runtimes then run the
+same random prompt through the Runtime protocol (prefill, then one-token decode steps through their KV caches),
+one runtime at a time, at every batch size and thread count. Each measurement follows a warm-up run and is repeated;
+the median is kept. Before timing, the two runtimes' prefill logits are compared so the race is over equal work.
+Prints prefill and decode tokens/s of both runtimes and the ORT/torch ratios.
+
+    python benchmarks/ort_vs_torch.py                       # small and gpt2-124m, batch 1 and 8, 1 and 2 threads
+    python benchmarks/ort_vs_torch.py --presets small --repeats 5 --json out.json --plot out.png
+"""
+
+from __future__ import annotations
+
+import os
+
+# torch and ORT share this process: idle OpenMP workers must sleep rather than spin on the cores the other one times.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from kv_cache import run_cached
+
+from gptdeploy.export.onnx_export import export_onnx
+from gptdeploy.model import GPT, GPTConfig
+from gptdeploy.runtimes.base import CachedRuntime
+from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
+from gptdeploy.runtimes.torch_runtime import TorchRuntime
+
+LOGITS_ATOL = 1e-3  # fp32 graphs of the same weights agree far closer than this; more means different work
+
+
+def make_prompt(vocab_size: int, batch: int, prompt_len: int) -> np.ndarray:
+    """The seeded random prompt both runtimes read."""
+    return np.random.default_rng(0).integers(0, vocab_size, (batch, prompt_len))
+
+
+def runtime_factories(model: GPT, graph: Path, batch: int, threads: int) -> dict[str, Callable[[], CachedRuntime]]:
+    """Builders for both runtimes at `threads` (each built only when timed, so one holds memory at a time)."""
+    torch.set_num_threads(threads)
+    options = session_options(threads, spinning=False)
+    return {
+        "torch": lambda: TorchRuntime(model, tokenizer=None, max_batch_size=batch),
+        "ort": lambda: OrtRuntime(graph, model.config, tokenizer=None, max_batch_size=batch, options=options),
+    }
+
+
+def prefill_logits_diff(model: GPT, graph: Path, prompt: np.ndarray, threads: int) -> float:
+    """Max abs difference between the two runtimes' logits over every prompt position."""
+    logits = []
+    for make in runtime_factories(model, graph, prompt.shape[0], threads).values():
+        runtime = make()
+        runtime.reset(prompt.shape[0])
+        logits.append(runtime.forward(prompt, np.ones_like(prompt), all_logits=True))
+    return float(np.abs(logits[0] - logits[1]).max())
+
+
+def time_runtime(runtime: CachedRuntime, prompt: np.ndarray, args: argparse.Namespace) -> tuple[float, float]:
+    """Median prefill and decode tokens/s of one runtime, after a warm-up run."""
+    run_cached(runtime, prompt, args.new_tokens)  # warm-up
+    timings = [run_cached(runtime, prompt, args.new_tokens) for _ in range(args.repeats)]
+    batch = prompt.shape[0]
+    prefill = statistics.median(t[0] for t in timings)
+    decode = statistics.median(t[1] for t in timings)
+    return batch * args.prompt_len / prefill, batch * args.new_tokens / decode
+
+
+def measure(model: GPT, graph: Path, preset: str, batch: int, threads: int, args: argparse.Namespace) -> dict:
+    """One row: both runtimes on the same prompt at this batch size and thread count, torch first."""
+    prompt = make_prompt(model.config.vocab_size, batch, args.prompt_len)
+    row = {"preset": preset, "batch": batch, "threads": threads}
+    for name, make in runtime_factories(model, graph, batch, threads).items():
+        row[f"{name}_prefill_tok_s"], row[f"{name}_decode_tok_s"] = time_runtime(make(), prompt, args)
+    row["prefill_ratio"] = row["ort_prefill_tok_s"] / row["torch_prefill_tok_s"]
+    row["decode_ratio"] = row["ort_decode_tok_s"] / row["torch_decode_tok_s"]
+    return row
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['preset']}\nB={r['batch']} t={r['threads']}" for r in rows]
+    x = np.arange(len(rows))
+    figure, axis = plt.subplots(figsize=(max(6, len(rows) * 1.2), 4))
+    axis.bar(x - 0.2, [r["torch_decode_tok_s"] for r in rows], 0.4, label="torch")
+    axis.bar(x + 0.2, [r["ort_decode_tok_s"] for r in rows], 0.4, label="ONNX Runtime fp32")
+    axis.set_xticks(x, labels, fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("decode tokens/s (median)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["small", "gpt2-124m"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the settings, logits check and rows to this JSON file")
+    parser.add_argument("--plot", help="also draw decode tokens/s to this PNG")
+    args = parser.parse_args()
+
+    rows, logits_diff = [], {}
+    header = f"{'preset':<10} {'B':>2} {'thr':>3} | {'prefill tok/s torch':>19} {'ort':>8} {'ort/torch':>9} | "
+    header += f"{'decode tok/s torch':>18} {'ort':>8} {'ort/torch':>9}"
+    print(header)
+    with tempfile.TemporaryDirectory(prefix="ort_vs_torch.") as folder:
+        for preset in args.presets:
+            torch.manual_seed(0)
+            model = GPT(GPTConfig.preset(preset)).eval()
+            print(f"exporting {preset} to ONNX...", file=sys.stderr, flush=True)
+            graph = export_onnx(model, Path(folder) / f"{preset}.onnx").model_path
+            prompt = make_prompt(model.config.vocab_size, max(args.batch_sizes), args.prompt_len)
+            diff = logits_diff[preset] = prefill_logits_diff(model, graph, prompt, max(args.threads))
+            print(f"{preset}: prefill logits max |ort - torch| = {diff:.1e} (batch {prompt.shape[0]})", flush=True)
+            if diff > LOGITS_ATOL:
+                sys.exit(f"{preset}: the runtimes disagree by more than {LOGITS_ATOL:g}; not benchmarking them")
+            for batch in args.batch_sizes:
+                for threads in args.threads:
+                    print(f"measuring {preset} batch {batch} threads {threads}...", file=sys.stderr, flush=True)
+                    r = measure(model, graph, preset, batch, threads, args)
+                    rows.append(r)
+                    print(f"{preset:<10} {batch:>2} {threads:>3} | {r['torch_prefill_tok_s']:>19,.0f} "
+                          f"{r['ort_prefill_tok_s']:>8,.0f} {r['prefill_ratio']:>8.2f}x | "
+                          f"{r['torch_decode_tok_s']:>18,.0f} {r['ort_decode_tok_s']:>8,.0f} "
+                          f"{r['decode_ratio']:>8.2f}x", flush=True)  # fmt: skip
+    if args.json:
+        settings = {**vars(args), "torch": torch.__version__, "onnxruntime": ort.__version__}
+        with open(args.json, "w") as out:
+            json.dump({"settings": settings, "logits_max_abs_diff": logits_diff, "rows": rows}, out, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

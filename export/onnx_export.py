@@ -1,0 +1,245 @@
+"""Export the reference `GPT` to one ONNX decoder graph that serves both prefill and decode.
+
+The graph takes the KV cache as inputs and returns the extended cache as outputs (past in, present out), so a runtime
+calls the same graph for the prompt (past length 0) and for every generated token (sequence length 1):
+
+    inputs   input_ids [B,S] int64, attention_mask [B,P+S] int64, position_ids [B,S] int64,
+             past_key_values.{i}.key / .value [B,H_kv,P,Dh] float32 for each layer i
+    outputs  logits [B,S,vocab] float32, present.{i}.key / .value [B,H_kv,P+S,Dh] float32
+
+Batch, sequence and past length are dynamic. The names below are the contract between this exporter, the ONNX
+Runtime backend and the bundle manifest: all of them build names from these helpers, never from string literals.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from gptdeploy.errors import ExportError
+from gptdeploy.model import GPT
+
+logger = logging.getLogger(__name__)
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+POSITION_IDS = "position_ids"
+LOGITS = "logits"
+PAST_KEY = "past_key_values.{}.key"
+PAST_VALUE = "past_key_values.{}.value"
+PRESENT_KEY = "present.{}.key"
+PRESENT_VALUE = "present.{}.value"
+
+BATCH_DIM = "batch"
+SEQUENCE_DIM = "sequence"
+PAST_DIM = "past_sequence"
+TOTAL_DIM = f"{PAST_DIM} + {SEQUENCE_DIM}"  # the exporter's own name for the present length; the mask reuses it
+
+# 18 is the opset the exporter's op library (torchlib) is written for, so no version conversion runs, and every op it
+# emits for this model (LayerNormalization, the decomposed attention and RMSNorm, ...) runs on ONNX Runtime's CPU
+# provider. Later opsets only help where a runtime has kernels for the newer fused ops (Attention, RMSNormalization).
+DEFAULT_OPSET = 18
+
+# Sample sizes the graph is traced with: all >= 2 and distinct from each other and from the head counts, so
+# torch.export neither specializes a dynamic axis to 0 or 1 nor ties two axes together by coincidence.
+_TRACE_BATCH, _TRACE_SEQUENCE, _TRACE_PAST = 3, 5, 7
+
+
+def past_names(n_layer: int) -> list[str]:
+    """Cache inputs in graph order: key then value for each layer."""
+    return [name.format(i) for i in range(n_layer) for name in (PAST_KEY, PAST_VALUE)]
+
+
+def present_names(n_layer: int) -> list[str]:
+    """Cache outputs in graph order, matching `past_names` one to one."""
+    return [name.format(i) for i in range(n_layer) for name in (PRESENT_KEY, PRESENT_VALUE)]
+
+
+def input_names(n_layer: int) -> list[str]:
+    """All graph inputs in order, so runtimes can feed them by name."""
+    return [INPUT_IDS, ATTENTION_MASK, POSITION_IDS, *past_names(n_layer)]
+
+
+def output_names(n_layer: int) -> list[str]:
+    """All graph outputs in order, so runtimes can read them by name."""
+    return [LOGITS, *present_names(n_layer)]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote, for logs and the bundle manifest."""
+
+    files: tuple[Path, ...]  # the .onnx graph first, then its external weights file
+    opset: int
+    op_counts: dict[str, int]  # ONNX op type -> nodes of that type in the main graph, most frequent first
+    seconds: float
+
+    @property
+    def model_path(self) -> Path:
+        return self.files[0]
+
+    @property
+    def data_path(self) -> Path:
+        return self.files[1]
+
+
+class _DecoderGraph(nn.Module):
+    """The model behind a flat, named signature: the exporter names graph inputs after forward's arguments.
+
+    The past travels as one list argument (no varargs) so `dynamic_shapes` can describe it as a nested structure.
+    """
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        past_key_values: list[tuple[Tensor, Tensor]],
+    ) -> tuple[Tensor, ...]:
+        logits, present = self.model(input_ids, list(past_key_values), attention_mask, position_ids)
+        return (logits, *(tensor for key_value in present for tensor in key_value))
+
+
+def _sample_inputs(model: GPT) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+    config = model.config
+    B, S, P = _TRACE_BATCH, _TRACE_SEQUENCE, _TRACE_PAST
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, config.vocab_size, (B, S), generator=generator)
+    attention_mask = torch.ones(B, P + S, dtype=torch.long)
+    position_ids = torch.arange(P, P + S).expand(B, S).contiguous()
+    cache_shape = (B, config.kv_heads, P, config.head_dim)
+    past = [(torch.zeros(cache_shape), torch.zeros(cache_shape)) for _ in range(config.n_layer)]
+    return input_ids, attention_mask, position_ids, past
+
+
+def _dynamic_shapes(n_layer: int) -> dict[str, object]:
+    """Dynamic axes in the structure of forward's arguments (the past as a list of (key, value) pairs).
+
+    Named `Dim`s give the graph's symbolic dims their names. The mask's length is past + sequence, a sum of two dims
+    that `Dim` cannot express, so it is left to `Dim.AUTO` and renamed after export.
+    """
+    Dim = torch.export.Dim
+    batch, sequence, past = Dim(BATCH_DIM, min=1), Dim(SEQUENCE_DIM, min=1), Dim(PAST_DIM, min=0)
+    cache_axes = {0: batch, 2: past}
+    return {
+        "input_ids": {0: batch, 1: sequence},
+        "attention_mask": {0: batch, 1: Dim.AUTO},
+        "position_ids": {0: batch, 1: sequence},
+        "past_key_values": [(cache_axes, cache_axes) for _ in range(n_layer)],
+    }
+
+
+def _tidy_graph(onnx_program: torch.onnx.ONNXProgram) -> None:
+    """Name the mask's length like the present's, and drop per-node trace metadata.
+
+    The metadata (stack traces with local paths, FX node dumps) is most of the .onnx file's size for small models
+    and makes the artifact differ from machine to machine; it is only useful for debugging the exporter itself.
+    """
+    import onnx_ir as ir
+    from onnx_ir.passes.common import ClearMetadataAndDocStringPass
+
+    model = onnx_program.model
+    ClearMetadataAndDocStringPass()(model)
+    mask = next(value for value in model.graph.inputs if value.name == ATTENTION_MASK)
+    old = mask.shape[1] if mask.shape is not None else None
+    if not isinstance(old, ir.SymbolicDim) or old.value in (None, TOTAL_DIM):
+        return
+    values = [*model.graph.inputs, *model.graph.outputs, *(out for node in model.graph for out in node.outputs)]
+    for value in values:
+        if value.shape is not None and any(isinstance(d, ir.SymbolicDim) and d.value == old.value for d in value.shape):
+            dims = [TOTAL_DIM if isinstance(d, ir.SymbolicDim) and d.value == old.value else d for d in value.shape]
+            value.shape = ir.Shape(dims)
+
+
+def _op_counts(onnx_program: torch.onnx.ONNXProgram) -> dict[str, int]:
+    counts = collections.Counter(node.op_type for node in onnx_program.model.graph)
+    return dict(counts.most_common())
+
+
+def _export_model(model: GPT) -> GPT:
+    """The model to trace: the caller's own if it is fp32 on CPU, else a converted copy (the caller's is untouched).
+
+    The graph's contract is fp32; lower precision is a later step of the build (fusion, quantization, TensorRT).
+    """
+    params = list(model.parameters())
+    if all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params):
+        return model
+    logger.info("exporting a float32 CPU copy of the model")
+    return copy.deepcopy(model).float().cpu()
+
+
+def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportReport:
+    """Write `model` to `path` as one prefill + decode graph, with its weights in `<path>.data` next to it.
+
+    Both files are first written under a temporary folder beside `path` and renamed into place at the end, so a
+    failed export leaves no half-written file behind (and any earlier export at `path` as it was).
+    """
+    path = Path(path)
+    start = time.perf_counter()
+    source = _export_model(model)
+    config = source.config
+    logger.info(
+        "exporting %d-layer GPT (%d parameters) to %s at opset %d", config.n_layer, source.num_parameters(), path, opset
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    was_training = source.training
+    try:
+        source.eval()
+        with warnings.catch_warnings():
+            # Every input shares the batch axis, so the exporter warns once per input that the name is taken.
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+            # torch.export's own use of a deprecated pytree API; nothing a caller can act on.
+            warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+            onnx_program = torch.onnx.export(
+                _DecoderGraph(source).eval(),
+                _sample_inputs(source),
+                dynamo=True,
+                dynamic_shapes=_dynamic_shapes(config.n_layer),
+                input_names=input_names(config.n_layer),
+                output_names=output_names(config.n_layer),
+                opset_version=opset,
+                optimize=True,
+                verbose=False,  # the exporter prints its progress otherwise; this module logs instead
+            )
+        logger.info("traced and converted to ONNX in %.1f s", time.perf_counter() - start)
+        _tidy_graph(onnx_program)
+        op_counts = _op_counts(onnx_program)
+        # The external data file is named after the destination (`model.onnx` -> `model.onnx.data`) and the graph
+        # refers to it by that name, so the temporary files carry the final names inside the temporary folder.
+        staged_model, staged_data = workdir / path.name, workdir / f"{path.name}.data"
+        onnx_program.save(staged_model, external_data=True)
+        if not staged_data.is_file():
+            raise ExportError(f"the exporter did not write the external data file {staged_data.name}")
+        data_path = path.with_name(staged_data.name)
+        os.replace(staged_data, data_path)  # weights first: a graph in place always finds its weights
+        os.replace(staged_model, path)
+    finally:
+        source.train(was_training)
+        shutil.rmtree(workdir, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    logger.info(
+        "wrote %s (%d bytes) and %s (%d bytes) in %.1f s: %d nodes",
+        path.name,
+        path.stat().st_size,
+        data_path.name,
+        data_path.stat().st_size,
+        seconds,
+        sum(op_counts.values()),
+    )
+    return ExportReport(files=(path, data_path), opset=opset, op_counts=op_counts, seconds=seconds)

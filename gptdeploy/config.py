@@ -1,0 +1,112 @@
+"""The model configuration: a frozen dataclass with presets, saved as JSON next to what it describes.
+
+Kept apart from `model.py` so bundles and the non-torch runtimes can read a config without importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal
+
+from gptdeploy.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 2048  # set from the tokenizer; a preset's value is only a default
+    block_size: int = 256  # maximum sequence length (prompt + generated tokens)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # query heads
+    n_kv_head: int | None = None  # key/value heads for grouped-query attention; None = n_head (plain MHA)
+    n_embd: int = 128  # residual stream width; must divide by n_head
+    mlp_hidden: int | None = None  # MLP inner width; None = 4 * n_embd (GELU) or 8/3 * n_embd rounded (SwiGLU)
+    positions: Literal["learned", "rope"] = "learned"  # learned absolute embeddings (GPT-2) or rotary (Llama)
+    rope_theta: float = 10000.0  # rotary base frequency
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    mlp: Literal["gelu", "swiglu"] = "gelu"  # GELU uses GPT-2's tanh approximation
+    bias: bool = True  # biases in linear layers and LayerNorm (GPT-2: yes, Llama: no)
+    tie_embeddings: bool = True  # lm_head shares its weight with wte
+    dropout: float = 0.0  # training only; 0 for small data sets that are not overfitted
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        checks = [
+            (self.vocab_size > 0, f"vocab_size must be positive, got {self.vocab_size}"),
+            (self.block_size > 0, f"block_size must be positive, got {self.block_size}"),
+            (self.n_layer > 0, f"n_layer must be positive, got {self.n_layer}"),
+            (self.n_head > 0, f"n_head must be positive, got {self.n_head}"),
+            (self.n_embd % self.n_head == 0, f"n_embd {self.n_embd} does not divide by n_head {self.n_head}"),
+            (self.kv_heads > 0 and self.n_head % self.kv_heads == 0,
+             f"n_head {self.n_head} does not divide by n_kv_head {self.n_kv_head}"),
+            (self.positions in ("learned", "rope"), f"positions must be 'learned' or 'rope', got {self.positions!r}"),
+            (self.norm in ("layernorm", "rmsnorm"), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}"),
+            (self.mlp in ("gelu", "swiglu"), f"mlp must be 'gelu' or 'swiglu', got {self.mlp!r}"),
+            (self.positions != "rope" or self.head_dim % 2 == 0,
+             f"rotary positions need an even head_dim, got {self.head_dim}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def _check_types(self) -> None:
+        """Values from JSON or the command line arrive untyped; a wrong type gets a clear error, not a crash later."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            expected = int if f.default is None else type(f.default)
+            if expected is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"model config field {f.name} must be {expected.__name__}, got {value!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden_size(self) -> int:
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return 4 * self.n_embd
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config fields {unknown}; is this checkpoint from a newer gptdeploy?")
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GPTConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown model config fields {unknown}; known: {', '.join(f.name for f in fields(cls))}")
+        return replace(PRESETS[name], **overrides)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # trains in seconds; used by the tests
+    "tiny": GPTConfig(vocab_size=512, block_size=128, n_layer=2, n_head=4, n_embd=64),
+    # the demo default: learns the shipped corpus in minutes on 2 CPU cores
+    "small": GPTConfig(vocab_size=2048, block_size=256, n_layer=4, n_head=4, n_embd=128),
+    # GPT-2 small's shape, for benchmarks (not trained here)
+    "gpt2-124m": GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+}

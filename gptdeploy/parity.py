@@ -1,0 +1,174 @@
+"""Parity: how closely a runtime reproduces the PyTorch fp32 reference, measured on the bundle's golden references.
+
+Four checks, each with numbers and a verdict: teacher-forced logits (max/mean abs diff, KL of the next-token
+distributions, top-1 agreement), free-running greedy decoding (identical tokens, or the first divergence and
+whether it happened at a near-tie), the KV-cache path against a full recompute, and a left-padded batch against
+each prompt alone. Tolerances live in one per-precision table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, load_bundle
+from gptdeploy.evaluate import exact_match
+from gptdeploy.generate import GenerationConfig, generate
+from gptdeploy.golden import Golden, compute_golden, load_golden
+from gptdeploy.runtimes.base import Runtime
+from gptdeploy.tasks import generate_tasks
+from gptdeploy.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_logit_diff: float  # max |test - reference| divided by the logit scale max(1, max |reference|)
+    mean_kl: float  # mean KL(reference || test) of next-token distributions, nats
+    near_tie: float  # a greedy divergence where the reference's top-1/top-2 logit margin is below this is a tie
+    top1_agreement: float  # minimum share of positions where test and reference agree on the argmax
+
+
+TOLERANCES = {
+    "fp32": Tolerance(max_logit_diff=1e-4, mean_kl=1e-6, near_tie=1e-3, top1_agreement=1.0),
+    "bf16": Tolerance(max_logit_diff=5e-2, mean_kl=5e-3, near_tie=0.25, top1_agreement=0.97),
+    "fp16": Tolerance(max_logit_diff=1e-2, mean_kl=1e-3, near_tie=0.1, top1_agreement=0.98),
+    "int8": Tolerance(max_logit_diff=2e-1, mean_kl=5e-2, near_tie=0.5, top1_agreement=0.9),
+    "int4": Tolerance(max_logit_diff=4e-1, mean_kl=1e-1, near_tie=1.0, top1_agreement=0.85),
+}
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    backend: str
+    precision: str
+    logit_scale: float  # max(1, max |reference logit|): what the relative diff is relative to
+    max_abs_logit_diff: float
+    mean_abs_logit_diff: float
+    max_rel_logit_diff: float  # max abs diff over the logit scale
+    mean_kl: float
+    top1_agreement: float
+    greedy_identical: int  # prompts whose greedy continuation matches the reference exactly
+    prompts: int
+    divergences: list[dict]  # {prompt, step, reference_margin, near_tie}
+    cache_vs_recompute_max_diff: float
+    batch_matches_single: bool
+    failures: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": bool(self)}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted)
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def _teacher_forced(runtime: Runtime, golden: Golden) -> dict:
+    diffs, kls, agree, scale = [], [], [], 1.0
+    for tokens, reference in zip(golden.tokens, golden.logits, strict=True):
+        runtime.reset(1)
+        test = runtime.forward(tokens[None], np.ones((1, len(tokens)), dtype=np.int64), all_logits=True)[0]
+        diffs.append(np.abs(test - reference))
+        p, q = _softmax(reference), _softmax(test)
+        kls.append((p * (np.log(p + 1e-30) - np.log(q + 1e-30))).sum(-1))
+        agree.append(test.argmax(-1) == reference.argmax(-1))
+        scale = max(scale, float(np.abs(reference).max()))
+    every = np.concatenate([d.ravel() for d in diffs])
+    return {"logit_scale": scale, "max_abs_logit_diff": float(every.max()), "mean_abs_logit_diff": float(every.mean()),
+            "max_rel_logit_diff": float(every.max()) / scale, "mean_kl": float(np.concatenate(kls).mean()),
+            "top1_agreement": float(np.concatenate(agree).mean())}  # fmt: skip
+
+
+def _greedy(runtime: Runtime, golden: Golden, tolerance: Tolerance) -> tuple[int, list[dict], bool]:
+    """Free-running greedy decoding as one left-padded batch, and each prompt alone."""
+    steps = max(len(t) - n for t, n in zip(golden.tokens, golden.prompt_lengths, strict=True))
+    config = GenerationConfig(max_new_tokens=steps, ignore_eos=True)
+    batch = generate(runtime, golden.prompts, config)
+    alone = [generate(runtime, prompt, config) for prompt in golden.prompts]
+    identical, divergences = 0, []
+    for index, result in enumerate(batch):
+        expected = golden.continuation(index)
+        step = next((i for i, (a, b) in enumerate(zip(result.tokens, expected, strict=False)) if a != b), None)
+        if step is None:
+            identical += 1
+            continue
+        top2 = np.sort(golden.logits[index][golden.prompt_lengths[index] - 1 + step])[-2:]
+        margin = float(top2[1] - top2[0])
+        divergences.append({"prompt": golden.prompts[index], "step": step, "reference_margin": margin,
+                            "near_tie": margin < tolerance.near_tie})  # fmt: skip
+    return identical, divergences, [r.tokens for r in batch] == [r.tokens for r in alone]
+
+
+def _cache_vs_recompute(runtime: Runtime, tokens: np.ndarray, prompt_length: int) -> float:
+    runtime.reset(1)
+    full = runtime.forward(tokens[None], np.ones((1, len(tokens)), dtype=np.int64), all_logits=True)[0]
+    runtime.reset(1)
+    steps = [runtime.forward(tokens[None, :prompt_length], np.ones((1, prompt_length), dtype=np.int64))]
+    for end in range(prompt_length + 1, len(tokens) + 1):
+        steps.append(runtime.forward(tokens[None, end - 1 : end], np.ones((1, end), dtype=np.int64)))
+    return float(np.abs(np.concatenate(steps) - full[prompt_length - 1 :]).max())
+
+
+def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None = None) -> ParityReport:
+    """Measure `runtime` against the golden references; the report is falsy when any check fails."""
+    precision = runtime.info.precision
+    tolerance = tolerance or TOLERANCES[precision]
+    logits = _teacher_forced(runtime, golden)
+    identical, divergences, batch_ok = _greedy(runtime, golden, tolerance)
+    cache_diff = _cache_vs_recompute(runtime, golden.tokens[0], golden.prompt_lengths[0])
+    failures = []
+    if logits["max_rel_logit_diff"] > tolerance.max_logit_diff:
+        failures.append(f"max logit diff {logits['max_rel_logit_diff']:.2e} of the logit scale > "
+                        f"{tolerance.max_logit_diff:.0e}")  # fmt: skip
+    if logits["mean_kl"] > tolerance.mean_kl:
+        failures.append(f"mean KL {logits['mean_kl']:.2e} > {tolerance.mean_kl:.0e}")
+    if logits["top1_agreement"] < tolerance.top1_agreement:
+        failures.append(f"top-1 agreement {logits['top1_agreement']:.3f} < {tolerance.top1_agreement}")
+    for divergence in divergences:
+        if not divergence["near_tie"]:
+            failures.append(
+                f"greedy decoding of {divergence['prompt']!r} diverged at step {divergence['step']} "
+                f"where the reference was confident (margin {divergence['reference_margin']:.3g})"
+            )
+    if cache_diff / logits["logit_scale"] > tolerance.max_logit_diff:
+        failures.append(f"cached decoding differs from a full recompute by {cache_diff:.2e}")
+    if not batch_ok:
+        failures.append("a left-padded batch gives other greedy tokens than each prompt alone")
+    return ParityReport(runtime.info.backend, precision, **logits, greedy_identical=identical,
+                        prompts=len(golden.prompts), divergences=divergences, cache_vs_recompute_max_diff=cache_diff,
+                        batch_matches_single=batch_ok, failures=failures)  # fmt: skip
+
+
+def run_parity(
+    bundle_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu", tasks: bool = False
+) -> list[dict]:
+    """Check every ONNX artifact of a bundle against its golden references, or against fresh ones from the
+    checkpoint; with `tasks`, also the held-out exact match of each artifact (and of the checkpoint)."""
+    from gptdeploy.runtimes.ort_runtime import OrtRuntime
+
+    bundle = load_bundle(bundle_dir)
+    tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
+    golden = load_golden(bundle.file(GOLDEN_FILE))
+    heldout = generate_tasks()[1] if tasks else None
+    reference_accuracy = None
+    if checkpoint is not None:
+        from gptdeploy.runtimes.torch_runtime import TorchRuntime
+
+        with TorchRuntime.load(checkpoint) as reference:
+            golden = compute_golden(reference, golden.prompts)
+            reference_accuracy = exact_match(reference, heldout).accuracy if heldout else None
+    reports = []
+    for artifact in (a for a in bundle.artifacts if a.kind == "onnx"):
+        with OrtRuntime(bundle.file(artifact.path), bundle.config, tokenizer, device, artifact.precision) as runtime:
+            report = {"artifact": artifact.name, **check_parity(runtime, golden).to_dict()}
+            if heldout:
+                report["accuracy"] = exact_match(runtime, heldout).accuracy
+                report["reference_accuracy"] = reference_accuracy
+            reports.append(report)
+    return reports

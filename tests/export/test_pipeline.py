@@ -1,0 +1,34 @@
+import pytest
+
+from gptdeploy.errors import ExportError
+
+pytest.importorskip("onnxscript", reason="the ONNX exporter needs the optional onnxscript package")
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tokenizer):
+    from gptdeploy.checkpoint import save_checkpoint
+    from tests.helpers import tiny_model
+
+    return save_checkpoint(tmp_path / "checkpoint", tiny_model(), tokenizer)
+
+
+def test_an_existing_bundle_is_only_replaced_with_force(checkpoint, tmp_path):
+    from gptdeploy.export.pipeline import export_bundle
+
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(ExportError, match="already exists; pass --force"):
+        export_bundle(checkpoint, tmp_path / "bundle", tasks=False)
+    result = export_bundle(checkpoint, tmp_path / "bundle", tasks=False, force=True)
+    assert result.parity and (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+def test_failing_parity_fails_the_export_and_leaves_nothing(checkpoint, tmp_path, monkeypatch):
+    from gptdeploy import parity
+    from gptdeploy.export.pipeline import export_bundle
+
+    impossible = parity.Tolerance(max_logit_diff=1.0, mean_kl=1.0, near_tie=0.0, top1_agreement=1.01)
+    monkeypatch.setitem(parity.TOLERANCES, "fp32", impossible)
+    with pytest.raises(ExportError, match="failed parity with the PyTorch reference: top-1 agreement"):
+        export_bundle(checkpoint, tmp_path / "bundle", tasks=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]

@@ -1,0 +1,91 @@
+"""Bundles refuse to load when anything in them is not what the export wrote, each with its own message."""
+
+import json
+import shutil
+
+import pytest
+
+from gptdeploy.bundle import FORMAT_VERSION, MANIFEST_FILE, load_bundle, read_manifest
+from gptdeploy.errors import BundleError
+
+pytest.importorskip("onnxscript", reason="the ONNX exporter needs the optional onnxscript package")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tokenizer):
+    from gptdeploy.checkpoint import save_checkpoint
+    from gptdeploy.export.pipeline import export_bundle
+    from tests.helpers import tiny_model
+
+    root = tmp_path_factory.mktemp("bundle")
+    save_checkpoint(root / "checkpoint", tiny_model(), tokenizer)
+    export_bundle(root / "checkpoint", root / "bundle", tasks=False)
+    return root / "bundle"
+
+
+@pytest.fixture
+def bundle(exported, tmp_path):
+    return shutil.copytree(exported, tmp_path / "bundle")
+
+
+def test_a_fresh_bundle_verifies_and_describes_itself(bundle):
+    loaded = load_bundle(bundle)
+    artifact = loaded.artifact("onnx", "fp32")
+    assert artifact.files.keys() == {"decoder/model.onnx", "decoder/model.onnx.data"}
+    assert artifact.details["parity"]["passed"] and artifact.opset == 18
+    assert loaded.manifest["io"]["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert loaded.config.n_layer == 2 and loaded.manifest["format_version"] == FORMAT_VERSION
+
+
+def test_a_flipped_byte_in_the_graph_is_caught(bundle):
+    graph = bundle / "decoder" / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model.onnx does not match its sha256.*re-export"):
+        load_bundle(bundle)
+
+
+def test_truncated_external_data_is_caught(bundle):
+    weights = bundle / "decoder" / "model.onnx.data"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(BundleError, match=r"model.onnx.data does not match its sha256 .*truncated"):
+        load_bundle(bundle)
+
+
+def test_an_edited_manifest_is_caught(bundle):
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    manifest["model"]["block_size"] = 4096
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="edited after export"):
+        load_bundle(bundle)
+
+
+def test_a_missing_tokenizer_is_named(bundle):
+    (bundle / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json is missing"):
+        load_bundle(bundle)
+
+
+def test_a_bundle_from_a_future_format_asks_for_an_upgrade(bundle):
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="upgrade gptdeploy"):
+        read_manifest(bundle)
+
+
+def test_a_folder_without_manifest_or_a_corrupt_one_is_refused(bundle, tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+    (bundle / MANIFEST_FILE).write_text("{ truncated")
+    with pytest.raises(BundleError, match="corrupt"):
+        load_bundle(bundle)
+    (bundle / MANIFEST_FILE).unlink()
+    with pytest.raises(BundleError, match="not a bundle"):
+        load_bundle(bundle)
+
+
+def test_asking_for_an_artifact_it_does_not_hold_lists_what_it_has(bundle):
+    with pytest.raises(BundleError, match=r"no onnx/int8 artifact \(it has: onnx/fp32\)"):
+        load_bundle(bundle).artifact("onnx", "int8")

@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+
+from gptdeploy.golden import Golden, compute_golden, load_golden, save_golden
+from gptdeploy.parity import Tolerance, check_parity
+from gptdeploy.runtimes.torch_runtime import TorchRuntime
+from tests.helpers import tiny_model
+
+LOOSE_LOGITS = dict(max_logit_diff=math.inf, mean_kl=math.inf, top1_agreement=0.0)
+
+
+@pytest.fixture(scope="module")
+def runtime(tokenizer):
+    return TorchRuntime(tiny_model(seed=2), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def golden(runtime):
+    return compute_golden(runtime, ["Mia lives in", "The market", "Q: What is 2 plus 3?\nA:"], new_tokens=6)
+
+
+def test_golden_references_round_trip_without_pickle(golden, tmp_path):
+    loaded = load_golden(save_golden(tmp_path / "golden.npz", golden))
+    assert loaded.prompts == golden.prompts and loaded.prompt_lengths == golden.prompt_lengths
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.tokens, golden.tokens, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.logits, golden.logits, strict=True))
+    assert all(len(golden.continuation(i)) == 6 for i in range(3))
+
+
+def test_the_reference_matches_its_own_golden_exactly(runtime, golden):
+    report = check_parity(runtime, golden)
+    assert report, report.failures
+    assert report.max_abs_logit_diff == 0.0 and report.greedy_identical == 3 and report.top1_agreement == 1.0
+    assert report.batch_matches_single and report.cache_vs_recompute_max_diff < 1e-4
+
+
+def test_perturbed_logits_fail_with_the_numbers(runtime, golden):
+    noisy = Golden(golden.prompts, golden.prompt_lengths, golden.tokens, [g + 0.01 * np.sign(g) for g in golden.logits])
+    report = check_parity(runtime, noisy)
+    assert not report
+    assert any("max logit diff" in failure for failure in report.failures)
+    assert report.max_abs_logit_diff > 1e-3
+
+
+def _diverging_golden(runtime, golden) -> tuple[Golden, float]:
+    """The golden continuation of prompt 0 swapped at step 0 for the runtime's second choice."""
+    position = golden.prompt_lengths[0] - 1
+    top2 = np.sort(golden.logits[0][position])[-2:]
+    tokens = [t.copy() for t in golden.tokens]
+    tokens[0][position + 1] = int(np.argsort(golden.logits[0][position])[-2])
+    return Golden(golden.prompts, golden.prompt_lengths, tokens, golden.logits), float(top2[1] - top2[0])
+
+
+def test_a_divergence_at_a_near_tie_is_reported_but_passes(runtime, golden):
+    diverging, margin = _diverging_golden(runtime, golden)
+    report = check_parity(runtime, diverging, Tolerance(near_tie=margin * 2, **LOOSE_LOGITS))
+    assert report, report.failures
+    assert report.divergences == [
+        {"prompt": golden.prompts[0], "step": 0, "reference_margin": margin, "near_tie": True}
+    ]
+
+
+def test_a_confident_flip_fails(runtime, golden):
+    diverging, margin = _diverging_golden(runtime, golden)
+    report = check_parity(runtime, diverging, Tolerance(near_tie=margin / 2, **LOOSE_LOGITS))
+    assert not report and "diverged at step 0 where the reference was confident" in report.failures[0]
