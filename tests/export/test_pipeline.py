@@ -32,3 +32,18 @@ def test_failing_parity_fails_the_export_and_leaves_nothing(checkpoint, tmp_path
     with pytest.raises(ExportError, match="failed parity with the PyTorch reference: top-1 agreement"):
         export_bundle(checkpoint, tmp_path / "bundle", tasks=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_every_model_family_exports_with_passing_parity(tmp_path, tokenizer, variant):
+    from gptdeploy.bundle import load_bundle
+    from gptdeploy.checkpoint import save_checkpoint
+    from gptdeploy.export.pipeline import export_bundle
+    from tests.helpers import MODEL_VARIANTS, tiny_model
+
+    checkpoint = save_checkpoint(tmp_path / "checkpoint", tiny_model(**MODEL_VARIANTS[variant]), tokenizer)
+    result = export_bundle(checkpoint, tmp_path / "bundle", tasks=False)
+    assert result.parity, result.parity.failures
+    assert result.parity.max_rel_logit_diff <= 1e-4 and result.parity.greedy_identical == result.parity.prompts
+    stored = load_bundle(tmp_path / "bundle").artifact("onnx", "fp32").details["parity"]
+    assert stored["passed"] and stored["max_abs_logit_diff"] == result.parity.max_abs_logit_diff
