@@ -19,7 +19,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from kv_cache import run_cached
+from common import add_common_arguments, decode_bars, make_prompt, median_rates, run_cached
 
 from gptdeploy.export.onnx_export import export_onnx
 from gptdeploy.model import GPT, GPTConfig
@@ -37,11 +36,6 @@ from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
 LOGITS_ATOL = 1e-3  # fp32 graphs of the same weights agree far closer than this; more means different work
-
-
-def make_prompt(vocab_size: int, batch: int, prompt_len: int) -> np.ndarray:
-    """The seeded random prompt both runtimes read."""
-    return np.random.default_rng(0).integers(0, vocab_size, (batch, prompt_len))
 
 
 def runtime_factories(model: GPT, graph: Path, batch: int, threads: int) -> dict[str, Callable[[], CachedRuntime]]:
@@ -64,56 +58,22 @@ def prefill_logits_diff(model: GPT, graph: Path, prompt: np.ndarray, threads: in
     return float(np.abs(logits[0] - logits[1]).max())
 
 
-def time_runtime(runtime: CachedRuntime, prompt: np.ndarray, args: argparse.Namespace) -> tuple[float, float]:
-    """Median prefill and decode tokens/s of one runtime, after a warm-up run."""
-    run_cached(runtime, prompt, args.new_tokens)  # warm-up
-    timings = [run_cached(runtime, prompt, args.new_tokens) for _ in range(args.repeats)]
-    batch = prompt.shape[0]
-    prefill = statistics.median(t[0] for t in timings)
-    decode = statistics.median(t[1] for t in timings)
-    return batch * args.prompt_len / prefill, batch * args.new_tokens / decode
-
-
 def measure(model: GPT, graph: Path, preset: str, batch: int, threads: int, args: argparse.Namespace) -> dict:
     """One row: both runtimes on the same prompt at this batch size and thread count, torch first."""
     prompt = make_prompt(model.config.vocab_size, batch, args.prompt_len)
     row = {"preset": preset, "batch": batch, "threads": threads}
     for name, make in runtime_factories(model, graph, batch, threads).items():
-        row[f"{name}_prefill_tok_s"], row[f"{name}_decode_tok_s"] = time_runtime(make(), prompt, args)
+        runtime = make()
+        rates = median_rates(lambda runtime=runtime: run_cached(runtime, prompt, args.new_tokens), prompt, args)
+        row[f"{name}_prefill_tok_s"], row[f"{name}_decode_tok_s"] = rates
     row["prefill_ratio"] = row["ort_prefill_tok_s"] / row["torch_prefill_tok_s"]
     row["decode_ratio"] = row["ort_decode_tok_s"] / row["torch_decode_tok_s"]
     return row
 
 
-def plot(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['preset']}\nB={r['batch']} t={r['threads']}" for r in rows]
-    x = np.arange(len(rows))
-    figure, axis = plt.subplots(figsize=(max(6, len(rows) * 1.2), 4))
-    axis.bar(x - 0.2, [r["torch_decode_tok_s"] for r in rows], 0.4, label="torch")
-    axis.bar(x + 0.2, [r["ort_decode_tok_s"] for r in rows], 0.4, label="ONNX Runtime fp32")
-    axis.set_xticks(x, labels, fontsize=8)
-    axis.set_yscale("log")
-    axis.set_ylabel("decode tokens/s (median)")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["small", "gpt2-124m"])
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--prompt-len", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", help="also write the settings, logits check and rows to this JSON file")
-    parser.add_argument("--plot", help="also draw decode tokens/s to this PNG")
+    add_common_arguments(parser)
     args = parser.parse_args()
 
     rows, logits_diff = [], {}
@@ -145,7 +105,7 @@ def main() -> None:
         with open(args.json, "w") as out:
             json.dump({"settings": settings, "logits_max_abs_diff": logits_diff, "rows": rows}, out, indent=2)
     if args.plot:
-        plot(rows, args.plot)
+        decode_bars(rows, [("torch_decode_tok_s", "torch"), ("ort_decode_tok_s", "ONNX Runtime fp32")], args.plot)
 
 
 if __name__ == "__main__":

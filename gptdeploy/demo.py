@@ -37,7 +37,7 @@ class DemoPlan:
 # Step counts fit the time budgets on 2 CPU cores; the budgets stop a slower machine on time.
 FULL = DemoPlan(
     preset="small",
-    pretrain=TrainConfig(max_steps=1450, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=60,
+    pretrain=TrainConfig(max_steps=1350, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=60,
                          eval_interval=250, checkpoint_interval=250, max_minutes=9.5),
     finetune=TrainConfig(max_steps=3000, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=50,
                          eval_interval=500, checkpoint_interval=500, max_minutes=5.0),
