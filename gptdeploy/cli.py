@@ -303,6 +303,9 @@ def describe_parity(reports: list[dict]) -> str:
     lines = [header]
     for r in reports:
         verdict = "ok" if r["passed"] else "FAIL: " + "; ".join(r["failures"])
+        if "accuracy" in r:
+            reference = r.get("reference_accuracy")
+            verdict += f", task accuracy {r['accuracy']:.1%}" + (f" (reference {reference:.1%})" if reference else "")
         lines.append(f"{r['backend']:<12} {r['precision']:<9} {r['max_abs_logit_diff']:>11.2e} "
                      f"{r['max_rel_logit_diff']:>9.2e} {r['mean_kl']:>9.2e} {r['top1_agreement']:>6.1%} "
                      f"{r['greedy_identical']:>3}/{r['prompts']:<3} {verdict}")  # fmt: skip
