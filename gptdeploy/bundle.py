@@ -15,7 +15,7 @@ from pathlib import Path
 from gptdeploy import __version__
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BundleError, ConfigError
-from gptdeploy.fileio import atomic_write_json
+from gptdeploy.fileio import atomic_write_json, read_format_json
 
 FORMAT = "gptdeploy-bundle"
 FORMAT_VERSION = 1
@@ -94,16 +94,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a bundle (no {MANIFEST_FILE}; an export may have been cut short); "
                           f"{REEXPORT}")  # fmt: skip
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{path} is corrupt ({error}); {REEXPORT}") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{path} is not a gptdeploy bundle manifest")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BundleError(f"{bundle_dir} has bundle format {version!r}; this gptdeploy {__version__} reads up to "
-                          f"{FORMAT_VERSION}: upgrade gptdeploy")  # fmt: skip
+    manifest = read_format_json(path, FORMAT, FORMAT_VERSION, BundleError, REEXPORT, "bundle")
     if manifest.get("checksum") != _checksum(manifest):
         raise BundleError(f"{path} was edited after export (its checksum does not match); {REEXPORT}")
     return manifest

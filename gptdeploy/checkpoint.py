@@ -6,7 +6,6 @@ never pairs weights and optimizer from different steps) is one file loaded with 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from safetensors.torch import load_model, save_model
 
 from gptdeploy import __version__
 from gptdeploy.errors import CheckpointError, ConfigError
-from gptdeploy.fileio import atomic_write, atomic_write_json
+from gptdeploy.fileio import atomic_write, atomic_write_json, read_format_json
 from gptdeploy.model import GPT, GPTConfig
 from gptdeploy.tokenizer import Tokenizer
 
@@ -68,18 +67,8 @@ def read_config(path: str | Path) -> tuple[GPTConfig, dict]:
         raise CheckpointError(f"checkpoint folder {path} does not exist")
     if not config_file.is_file():
         raise CheckpointError(f"{path} is not a checkpoint: {CONFIG_FILE} is missing")
-    try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_file} is corrupt ({error}); re-create the checkpoint") from error
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{config_file} is not a gptdeploy checkpoint config")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {version!r}, this gptdeploy {__version__} reads up to {FORMAT_VERSION};"
-            " upgrade gptdeploy"
-        )
+    data = read_format_json(config_file, FORMAT, FORMAT_VERSION, CheckpointError, "re-create the checkpoint",
+                            "checkpoint")  # fmt: skip
     try:
         model_config = GPTConfig.from_dict(data.pop("model"))
     except (KeyError, TypeError, ConfigError) as error:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic file writes (a reader sees the old file or the new one, never half of one) and versioned JSON reads.
 
 Every artifact gptdeploy writes (checkpoints, tokenizers, manifests, data) goes through here.
 """
@@ -11,6 +11,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from gptdeploy import __version__
+from gptdeploy.errors import GptDeployError
 
 
 @contextmanager
@@ -27,6 +30,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_format_json(
+    path: Path, format_name: str, max_version: int, error: type[GptDeployError], fix: str, what: str
+) -> dict:
+    """One of our JSON documents (checkpoint config, bundle manifest): parsed, its format and version checked.
+
+    `what` names the thing for messages ("checkpoint", "bundle"); `fix` says how to get a good one back.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as cause:
+        raise error(f"{path} is corrupt ({cause}); {fix}") from cause
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise error(f"{path} is not a gptdeploy {what} file")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > max_version:
+        raise error(f"{path.parent} has {what} format {version!r}; this gptdeploy {__version__} reads up to "
+                    f"{max_version}: upgrade gptdeploy")  # fmt: skip
+    return data
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
