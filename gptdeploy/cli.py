@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -269,10 +269,22 @@ def chat_command(model, template, backend, device, precision, **settings) -> Non
     config = generation_config(**settings)
     with load_runtime(model, backend, device, precision) as runtime:
         click.echo(f"chatting with {model} on {runtime.info.backend}/{runtime.info.device}; empty line quits", err=True)
-        while line := click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True).strip():
+        for line in typed_lines():
             for piece in stream(runtime, template.replace("{}", line), config):
                 click.echo(piece, nl=False)
             click.echo()
+
+
+def typed_lines() -> Iterator[str]:
+    """Lines from the user until an empty line or the end of input (Ctrl-D), which both end the chat quietly."""
+    while True:
+        try:
+            line = click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True).strip()
+        except click.exceptions.Abort:
+            return
+        if not line:
+            return
+        yield line
 
 
 @main.command("export")

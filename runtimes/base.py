@@ -133,8 +133,11 @@ def detect_backend(path: Path) -> str:
     if (path / "manifest.json").is_file():
         return "onnxruntime"
     config = path / "config.json"
-    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("format") == "gptdeploy-checkpoint":
-        return "torch"
+    try:
+        if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("format") == "gptdeploy-checkpoint":
+            return "torch"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise BackendError(f"{config} is corrupt ({error}); re-create the checkpoint") from error
     raise BackendError(f"{path} is neither a gptdeploy checkpoint (config.json) nor a bundle (manifest.json)")
 
 

@@ -56,6 +56,12 @@ def test_load_runtime_errors_name_the_problem(tmp_path, make_path, backend, mess
         load_runtime(make_path(tmp_path), backend=backend)
 
 
+def test_a_corrupt_config_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(BackendError, match="config.json is corrupt"):
+        load_runtime(tmp_path)
+
+
 def test_gpu_precisions_are_refused_on_cpu(tokenizer):
     with pytest.raises(BackendError, match="fp16 runs on CUDA only"):
         TorchRuntime(tiny_model(), tokenizer, precision="fp16")
