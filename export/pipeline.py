@@ -26,7 +26,7 @@ from gptdeploy.golden import compute_golden, save_golden
 from gptdeploy.parity import ParityReport, check_parity
 from gptdeploy.runtimes.ort_runtime import OrtRuntime
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
-from gptdeploy.tasks import generate_tasks
+from gptdeploy.tasks import SHIPPED_TASKS, generate_tasks
 
 logger = logging.getLogger(__name__)
 GRAPH = "decoder/model.onnx"
@@ -65,13 +65,19 @@ def tool_versions() -> dict[str, str]:
 
 
 def export_bundle(
-    checkpoint: str | Path, bundle: str | Path, opset: int = 18, force: bool = False, tasks: bool = True
+    checkpoint: str | Path, bundle: str | Path, opset: int = 18, force: bool = False, tasks: bool | None = None
 ) -> ExportResult:
-    """Export `checkpoint` to an fp32 ONNX bundle; raises ExportError (leaving nothing) if parity fails."""
+    """Export `checkpoint` to an fp32 ONNX bundle; raises ExportError (leaving nothing) if parity fails.
+
+    `tasks` also requires identical held-out task accuracy on both backends; by default it is checked for models
+    fine-tuned on the shipped tasks, where the accuracy means something.
+    """
     bundle = Path(bundle)
     if bundle.exists() and not force:
         raise ExportError(f"{bundle} already exists; pass --force to replace it or choose another -o")
     loaded = load_checkpoint(checkpoint)
+    if tasks is None:
+        tasks = loaded.info.get("tasks") == SHIPPED_TASKS
     staging = bundle.parent / f".{bundle.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:

@@ -292,16 +292,17 @@ def typed_lines() -> Iterator[str]:
 @click.option("-o", "--out", "bundle", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--opset", default=18, show_default=True, help="ONNX opset of the graph.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
-@click.option("--no-tasks", is_flag=True, help="Skip the held-out task accuracy check (for non-demo models).")
+@click.option("--tasks/--no-tasks", default=None,
+              help="Require equal held-out task accuracy (default: if tuned on the shipped tasks).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def export_command(checkpoint, bundle, opset, force, no_tasks, as_json) -> None:
+def export_command(checkpoint, bundle, opset, force, tasks, as_json) -> None:
     """Export a checkpoint to a self-verifying ONNX bundle; fails if ONNX Runtime does not match PyTorch.
 
     Example: gptdeploy export runs/demo/finetune -o runs/demo/bundle
     """
     from gptdeploy.export.pipeline import export_bundle
 
-    result = export_bundle(checkpoint, bundle, opset=opset, force=force, tasks=not no_tasks)
+    result = export_bundle(checkpoint, bundle, opset=opset, force=force, tasks=tasks)
     data = {"bundle": str(result.bundle), "artifact": result.artifact.name, "parity": result.parity.to_dict(),
             "accuracy": result.accuracy}  # fmt: skip
     emit(data, as_json, lambda d: f"wrote {d['bundle']}\n" + describe_parity([d["parity"]]))

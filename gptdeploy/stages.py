@@ -19,7 +19,7 @@ from gptdeploy.errors import DataError
 from gptdeploy.evaluate import EvalReport, exact_match
 from gptdeploy.model import GPT, GPTConfig
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
-from gptdeploy.tasks import Example, generate_tasks
+from gptdeploy.tasks import SHIPPED_TASKS, Example, generate_tasks
 from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.train import TrainConfig, TrainResult, train
 from gptdeploy.world import generate_corpus
@@ -86,7 +86,8 @@ def finetune(
     config = checkpoint.config
     data = FinetuneData(train_examples, heldout, checkpoint.tokenizer, config.block_size, train_config.batch_size,
                         seed=train_config.seed)  # fmt: skip
-    info = {"stage": "finetune", "base": str(base), "preset": checkpoint.info.get("preset")}
+    tasks = SHIPPED_TASKS if train_file is None else str(train_file)
+    info = {"stage": "finetune", "base": str(base), "preset": checkpoint.info.get("preset"), "tasks": tasks}
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     result = train(model, tokenizer, data, train_config, out_dir, info, resume, device, progress)
     report = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from gptdeploy.errors import DataError
 
 TASKS = ("add", "sort", "max")
+SHIPPED_TASKS = "shipped tasks"  # how a checkpoint records that it was fine-tuned on these
 MAX_HELDOUT_PER_TASK = 1000  # well inside the smallest task's space (10,000 additions)
 
 _WORDINGS = {
