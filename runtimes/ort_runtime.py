@@ -17,8 +17,6 @@ from gptdeploy.errors import BackendError
 from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
 from gptdeploy.tokenizer import Tokenizer
 
-PAST = "past_key_values.{}.{}"  # the graph's IO names, shared with the exporter and genai_config conventions
-PRESENT = "present.{}.{}"
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -65,6 +63,9 @@ class OrtRuntime(CachedRuntime):
         self.info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size,
                                 max_batch_size)  # fmt: skip
         self.past_dtype = np.float16 if precision == "fp16" else np.float32
+        # The graph's own names: ids, mask, positions, then the past; logits, then the present in the same order.
+        self.past_names = [value.name for value in self.session.get_inputs()][3:]
+        self.present_names = [value.name for value in self.session.get_outputs()][1:]
         self.past: list[ort.OrtValue] = []
 
     @classmethod
@@ -80,7 +81,7 @@ class OrtRuntime(CachedRuntime):
     def _reset(self, batch_size: int) -> None:
         c = self.config
         empty = np.zeros((batch_size, c.kv_heads, 0, c.head_dim), dtype=self.past_dtype)
-        self.past = [self._ort_value(empty) for _ in range(2 * c.n_layer)]
+        self.past = [self._ort_value(empty) for _ in self.past_names]
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
         positions = np.clip(np.cumsum(attention_mask, axis=1) - 1, 0, None)[:, -input_ids.shape[1] :]
@@ -89,10 +90,9 @@ class OrtRuntime(CachedRuntime):
         binding.bind_cpu_input("attention_mask", attention_mask)
         binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
         binding.bind_output("logits", "cpu")
-        for layer in range(self.config.n_layer):
-            for slot, part in enumerate(("key", "value")):
-                binding.bind_ortvalue_input(PAST.format(layer, part), self.past[2 * layer + slot])
-                binding.bind_output(PRESENT.format(layer, part), self.ort_device, self.device_id)
+        for past_name, present_name, value in zip(self.past_names, self.present_names, self.past, strict=True):
+            binding.bind_ortvalue_input(past_name, value)
+            binding.bind_output(present_name, self.ort_device, self.device_id)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         self.past = list(outputs[1:])
