@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from gptdeploy import __version__
@@ -43,13 +48,15 @@ class Bundle:
     manifest: dict
     artifacts: list[Artifact]
 
-    def artifact(self, kind: str = "onnx", precision: str | None = None) -> Artifact:
-        """The first artifact of `kind` (and `precision`, if given)."""
+    def artifact(self, kind: str = "onnx", precision: str | None = None, name: str | None = None) -> Artifact:
+        """The artifact called `name`, else the first of `kind` (and `precision`, if given)."""
         for artifact in self.artifacts:
-            if artifact.kind == kind and precision in (None, artifact.precision):
+            if name is not None and artifact.name == name:
                 return artifact
-        available = ", ".join(f"{a.kind}/{a.precision}" for a in self.artifacts) or "none"
-        wanted = f"{kind}/{precision}" if precision else kind
+            if name is None and artifact.kind == kind and precision in (None, artifact.precision):
+                return artifact
+        available = ", ".join(f"{a.name} ({a.kind} {a.precision})" for a in self.artifacts) or "none"
+        wanted = repr(name) if name else f"{kind}/{precision}" if precision else kind
         raise BundleError(f"{self.path} has no {wanted} artifact (it has: {available})")
 
     def file(self, relative: str) -> Path:
@@ -81,8 +88,53 @@ def write_manifest(bundle_dir: Path, config: GPTConfig, io: dict, artifacts: lis
         "files": {name: sha256_file(bundle_dir / name) for name in (TOKENIZER_FILE, GOLDEN_FILE)},
         "artifacts": [asdict(artifact) for artifact in artifacts],
     }
-    manifest["checksum"] = _checksum(manifest)
+    return _write(bundle_dir, manifest)
+
+
+def _write(bundle_dir: Path, manifest: dict) -> Path:
+    manifest = {**manifest, "checksum": _checksum(manifest)}
     return atomic_write_json(bundle_dir / MANIFEST_FILE, manifest)
+
+
+@contextmanager
+def staged_folder(bundle_dir: str | Path, folder: str) -> Iterator[Path]:
+    """An empty folder inside the bundle that becomes `bundle_dir/folder` only if the block succeeds.
+
+    Artifacts added to an existing bundle are written here, so an error or interruption leaves the bundle as it was.
+    """
+    bundle_dir = Path(bundle_dir)
+    staging = bundle_dir / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        final = bundle_dir / folder
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def folder_files(bundle_dir: str | Path, folder: str) -> dict[str, str]:
+    """{path relative to the bundle: sha256} for every file under `bundle_dir/folder`: an artifact's `files`."""
+    bundle_dir = Path(bundle_dir)
+    paths = sorted(path for path in (bundle_dir / folder).rglob("*") if path.is_file())
+    return {path.relative_to(bundle_dir).as_posix(): sha256_file(path) for path in paths}
+
+
+def add_artifact(bundle_dir: str | Path, artifact: Artifact, replace_existing: bool = False) -> Bundle:
+    """Register an artifact whose files are already in the bundle, rewriting the manifest atomically."""
+    bundle = load_bundle(bundle_dir, verify=False)
+    names = [existing.name for existing in bundle.artifacts]
+    if artifact.name in names and not replace_existing:
+        raise BundleError(f"{bundle.path} already has an artifact {artifact.name!r}; pass --force to replace it")
+    for name, digest in artifact.files.items():
+        verify_file(bundle.path, name, digest)
+    artifacts = [existing for existing in bundle.artifacts if existing.name != artifact.name] + [artifact]
+    manifest = {key: value for key, value in bundle.manifest.items() if key != "checksum"}
+    manifest["artifacts"] = [asdict(entry) for entry in artifacts]
+    _write(bundle.path, manifest)
+    return replace(bundle, manifest=manifest, artifacts=artifacts)
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:

@@ -128,10 +128,16 @@ class CachedRuntime:
         raise NotImplementedError
 
 
-def detect_backend(path: Path) -> str:
-    """The backend a folder is meant for: a checkpoint runs on torch; a bundle on ONNX Runtime by default."""
+def detect_backend(path: Path, artifact: str | None = None) -> str:
+    """The backend a folder is meant for: a checkpoint runs on torch; a bundle on ONNX Runtime by default, or on
+    whatever runs the named artifact (TensorRT for an engine)."""
     if (path / "manifest.json").is_file():
-        return "onnxruntime"
+        if artifact is None:
+            return "onnxruntime"
+        from gptdeploy.bundle import load_bundle
+
+        kind = load_bundle(path, verify=False).artifact(name=artifact).kind
+        return {"onnx": "onnxruntime"}.get(kind, kind)
     config = path / "config.json"
     try:
         if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("format") == "gptdeploy-checkpoint":
@@ -142,24 +148,35 @@ def detect_backend(path: Path) -> str:
 
 
 def load_runtime(
-    path: str | Path, backend: str = "auto", device: str = "cpu", precision: str = "fp32", max_batch_size: int = 64
+    path: str | Path,
+    backend: str = "auto",
+    device: str = "cpu",
+    precision: str = "fp32",
+    max_batch_size: int = 64,
+    artifact: str | None = None,
 ) -> Runtime:
-    """Open the model folder at `path` on a backend ('auto' picks from what the folder holds)."""
+    """Open the model folder at `path` on a backend ('auto' picks from what the folder holds).
+
+    In a bundle, `artifact` names the graph or engine to run; without it the backend takes its first artifact of
+    `precision`.
+    """
     path = Path(path)
     if not path.is_dir():
         raise BackendError(f"model folder {path} does not exist")
     if backend not in ("auto", *BACKENDS):
         raise BackendError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
-    chosen = detect_backend(path) if backend == "auto" else backend
+    chosen = detect_backend(path, artifact) if backend == "auto" else backend
     try:
         if chosen == "torch":
             from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
+            if artifact is not None:
+                raise BackendError(f"{path} is a checkpoint: --artifact only applies to bundles")
             return TorchRuntime.load(path, device=device, precision=precision, max_batch_size=max_batch_size)
         if chosen == "onnxruntime":
             from gptdeploy.runtimes.ort_runtime import OrtRuntime
 
-            return OrtRuntime.load(path, device=device, precision=precision, max_batch_size=max_batch_size)
+            return OrtRuntime.load(path, device, precision, max_batch_size, artifact)
     except ModuleNotFoundError as error:
         if error.name not in ("torch", "onnxruntime", "tensorrt", "onnx"):
             raise

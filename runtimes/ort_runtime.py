@@ -62,16 +62,28 @@ class OrtRuntime(CachedRuntime):
         self.config, self.tokenizer = config, tokenizer
         self.info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size,
                                 max_batch_size)  # fmt: skip
-        self.past_dtype = np.float16 if precision == "fp16" else np.float32
         # The graph's own names: ids, mask, positions, then the past; logits, then the present in the same order.
-        self.past_names = [value.name for value in self.session.get_inputs()][3:]
+        past_inputs = self.session.get_inputs()[3:]
+        self.past_dtype = np.float16 if past_inputs and past_inputs[0].type == "tensor(float16)" else np.float32
+        self.past_names = [value.name for value in past_inputs]
         self.present_names = [value.name for value in self.session.get_outputs()][1:]
         self.past: list[ort.OrtValue] = []
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", precision: str = "fp32", max_batch_size: int = 64):
+    def load(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        precision: str = "fp32",
+        max_batch_size: int = 64,
+        artifact: str | None = None,
+    ) -> OrtRuntime:
+        """Open a bundle's ONNX artifact: the one called `artifact`, else the first of `precision`."""
         bundle = load_bundle(path)
-        artifact = bundle.artifact("onnx", None if precision == "auto" else precision)
+        chosen = bundle.artifact("onnx", None if precision == "auto" else precision, artifact)
+        if chosen.kind != "onnx":
+            raise BackendError(f"artifact {chosen.name!r} is a {chosen.kind} artifact, not an ONNX graph")
+        artifact = chosen
         tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
         return cls(bundle.file(artifact.path), bundle.config, tokenizer, device, artifact.precision, max_batch_size)
 

@@ -5,7 +5,16 @@ import shutil
 
 import pytest
 
-from gptdeploy.bundle import FORMAT_VERSION, MANIFEST_FILE, load_bundle, read_manifest
+from gptdeploy.bundle import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    Artifact,
+    add_artifact,
+    folder_files,
+    load_bundle,
+    read_manifest,
+    staged_folder,
+)
 from gptdeploy.errors import BundleError
 
 pytest.importorskip("onnxscript", reason="the ONNX exporter needs the optional onnxscript package")
@@ -87,5 +96,44 @@ def test_a_folder_without_manifest_or_a_corrupt_one_is_refused(bundle, tmp_path)
 
 
 def test_asking_for_an_artifact_it_does_not_hold_lists_what_it_has(bundle):
-    with pytest.raises(BundleError, match=r"no onnx/int8 artifact \(it has: onnx/fp32\)"):
+    with pytest.raises(BundleError, match=r"no onnx/int8 artifact \(it has: onnx-fp32 \(onnx fp32\)\)"):
         load_bundle(bundle).artifact("onnx", "int8")
+    with pytest.raises(BundleError, match=r"no 'onnx-int8' artifact"):
+        load_bundle(bundle).artifact(name="onnx-int8")
+
+
+def copy_of_the_graph(bundle, folder: str) -> Artifact:
+    """A second artifact made the way every later stage makes one: staged, hashed, then registered."""
+    with staged_folder(bundle, folder) as staging:
+        shutil.copy(bundle / "decoder" / "model.onnx", staging / "model.onnx")
+        shutil.copy(bundle / "decoder" / "model.onnx.data", staging / "model.onnx.data")
+    return Artifact("onnx-copy", "onnx", "fp32", f"{folder}/model.onnx", folder_files(bundle, folder), 18)
+
+
+def test_an_added_artifact_is_verified_listed_and_selectable_by_name(bundle):
+    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    loaded = load_bundle(bundle)
+    assert [a.name for a in loaded.artifacts] == ["onnx-fp32", "onnx-copy"]
+    assert loaded.artifact(name="onnx-copy").path == "decoder-copy/model.onnx"
+    assert not list(bundle.glob(".*partial*"))
+    (bundle / "decoder-copy" / "model.onnx.data").write_bytes(b"truncated")
+    with pytest.raises(BundleError, match="decoder-copy/model.onnx.data does not match its sha256"):
+        load_bundle(bundle)
+
+
+def test_adding_an_existing_name_needs_replace_and_leaves_the_manifest_alone(bundle):
+    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    before = (bundle / MANIFEST_FILE).read_bytes()
+    with pytest.raises(BundleError, match="already has an artifact 'onnx-copy'; pass --force"):
+        add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    assert (bundle / MANIFEST_FILE).read_bytes() == before
+    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"), replace_existing=True)
+    assert [a.name for a in load_bundle(bundle).artifacts] == ["onnx-fp32", "onnx-copy"]
+
+
+def test_a_failed_stage_leaves_no_folder_behind(bundle):
+    with pytest.raises(RuntimeError), staged_folder(bundle, "decoder-broken") as staging:
+        (staging / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert sorted(path.name for path in bundle.iterdir()) == ["decoder", "golden.npz", "manifest.json",
+                                                              "tokenizer.json"]  # fmt: skip

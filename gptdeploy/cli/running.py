@@ -1,0 +1,84 @@
+"""Commands that run a model: generate and chat, on any backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from gptdeploy.cli.common import backend_options, generation_config, sampling_options
+
+
+@click.command("generate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-p", "--prompt", "prompts", multiple=True, required=True, help="Prompt text (repeat for a batch).")
+@backend_options
+@sampling_options
+@click.option("--stream", is_flag=True, help="Print text as it is generated.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
+def generate_command(model, prompts, backend, device, precision, artifact, stream, as_json, **settings) -> None:
+    """Complete prompts with a checkpoint or bundle on any backend.
+
+    Example: gptdeploy generate runs/demo/finetune -p $'Q: What is 12 plus 30?\\nA:'
+    """
+    from gptdeploy.generate import generate
+    from gptdeploy.generate import stream as stream_text
+    from gptdeploy.runtimes.base import load_runtime
+
+    if stream and as_json:
+        raise click.UsageError("--stream and --json exclude each other")
+    config = generation_config(**settings)
+    with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
+        if stream:
+            for prompt in prompts:
+                for piece in stream_text(runtime, prompt, config):
+                    click.echo(piece, nl=False)
+                click.echo()
+            return
+        results = generate(runtime, list(prompts), config)
+    if as_json:
+        click.echo(json.dumps({"results": [r.to_dict() for r in results]}, indent=2, ensure_ascii=False))
+        return
+    for result in results:
+        click.echo(result.text)
+        click.echo(
+            f"[{len(result.tokens)} tokens, {result.finish_reason}, {result.tokens_per_second:,.0f} tokens/s]", err=True
+        )
+
+
+@click.command("chat")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--template", default="{}", show_default=True, help="How a line becomes a prompt; {} is the line.")
+@backend_options
+@sampling_options
+def chat_command(model, template, backend, device, precision, artifact, **settings) -> None:
+    """Type a line, read the model's streamed answer; an empty line or end of input quits.
+
+    Example: gptdeploy chat runs/demo/finetune --template $'Q: {}\\nA:'
+    """
+    from gptdeploy.generate import stream
+    from gptdeploy.runtimes.base import load_runtime
+
+    if "{}" not in template:
+        raise click.BadParameter("the template needs a {} where the line goes", param_hint="--template")
+    config = generation_config(**settings)
+    with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
+        click.echo(f"chatting with {model} on {runtime.info.backend}/{runtime.info.device}; empty line quits", err=True)
+        for line in typed_lines():
+            for piece in stream(runtime, template.replace("{}", line), config):
+                click.echo(piece, nl=False)
+            click.echo()
+
+
+def typed_lines() -> Iterator[str]:
+    """Lines from the user until an empty line or the end of input (Ctrl-D), which both end the chat quietly."""
+    while True:
+        try:
+            line = click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True).strip()
+        except click.exceptions.Abort:
+            return
+        if not line:
+            return
+        yield line

@@ -1,0 +1,170 @@
+"""Commands that make and judge models: data, train, finetune, evaluate, plot, demo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import click
+
+from gptdeploy.cli.common import backend_options, emit
+
+
+def training_options(command: Callable) -> Callable:
+    """Options shared by train and finetune; unset ones keep the stage's defaults."""
+    options = [
+        click.option("--max-steps", type=click.IntRange(min=1), help="Optimizer steps (the LR schedule spans them)."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per micro-batch and process."),
+        click.option("--grad-accum", type=click.IntRange(min=1), help="Micro-batches per optimizer step."),
+        click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate."),
+        click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget."),
+        click.option("--seed", type=int, help="Seed for initialization and batch order."),
+        click.option("--compile", "compile_", is_flag=True, help="Use torch.compile (pays off on GPU)."),
+        click.option("--resume", is_flag=True, help="Continue from the training state in --out."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_train_config(defaults, compile_: bool, **values):
+    chosen = {name: value for name, value in values.items() if value is not None}
+    return replace(defaults, compile=compile_ or defaults.compile, **chosen)
+
+
+def parse_setting(setting: str) -> tuple[str, object]:
+    """'n_head=8' -> ('n_head', 8): values are read as JSON when they parse (numbers, true, null), else as text."""
+    name, separator, value = setting.partition("=")
+    if not separator or not name:
+        raise click.BadParameter(f"expected FIELD=VALUE, got {setting!r}", param_hint="--set")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+def describe_training(data: dict) -> str:
+    bits = data.get("val_bits_per_char")
+    lines = [
+        f"steps {data['steps']}  train loss {data['train_loss']:.4f}  val loss {data['val_loss']:.4f}"
+        f"  val perplexity {data['val_perplexity']:.3f}" + (f"  val bits/char {bits:.4f}" if bits else ""),
+        f"{data['seconds']:.0f} s at {data['tokens_per_second']:,.0f} tokens/s"
+        + ("  (stopped by the time budget)" if data["stopped_early"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+@click.command("data")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Generator seed (0 = the shipped samples).")
+def data_command(out_dir: Path, seed: int) -> None:
+    """Write the shipped corpus and fine-tuning tasks (regenerated, byte-identical for seed 0).
+
+    Example: gptdeploy data samples/
+    """
+    from gptdeploy.samples import write_samples
+
+    for name, path in write_samples(out_dir, seed=seed).items():
+        click.echo(f"{name}: {path}")
+
+
+@click.command("train")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default="small", show_default=True, help="Model shape: tiny, small or gpt2-124m.")
+@click.option("--data", "sources", multiple=True, type=click.Path(path_type=Path), help="Text files or folders.")
+@click.option("--set", "model_settings", multiple=True, metavar="FIELD=VALUE",
+              help="Change a model config field of the preset, e.g. --set n_head=8 --set positions=rope.")  # fmt: skip
+@training_options
+def train_command(out_dir: Path, preset: str, sources, model_settings, resume, device, as_json, compile_, **values):
+    """Pretrain a tokenizer and a model on text (the shipped corpus unless --data is given).
+
+    Example: gptdeploy train --out runs/pretrain --preset small --max-minutes 8
+    """
+    from gptdeploy.distributed import is_main_process
+    from gptdeploy.stages import PRETRAIN_DEFAULTS, pretrain
+
+    config = make_train_config(PRETRAIN_DEFAULTS, compile_, **values)
+    overrides = dict(parse_setting(setting) for setting in model_settings)
+
+    result = pretrain(out_dir, preset, sources, config, overrides, resume, device)
+    if is_main_process():  # under torchrun, one report rather than one per rank
+        emit(asdict(result), as_json, describe_training)
+
+
+@click.command("finetune")
+@click.argument("base", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", "train_file", type=click.Path(path_type=Path), help="Training pairs (JSONL).")
+@click.option("--heldout", "heldout_file", type=click.Path(path_type=Path), help="Held-out pairs (JSONL).")
+@training_options
+def finetune_command(base, out_dir, train_file, heldout_file, resume, device, as_json, compile_, **values):
+    """Fine-tune a checkpoint on prompt/completion pairs and report held-out exact match.
+
+    Example: gptdeploy finetune runs/pretrain --out runs/finetune
+    """
+    from gptdeploy.stages import FINETUNE_DEFAULTS, finetune
+
+    config = make_train_config(FINETUNE_DEFAULTS, compile_, **values)
+    result = finetune(base, out_dir, train_file, heldout_file, config, resume, device)
+    if result.heldout is None:  # a rank other than 0 under torchrun
+        return
+    data = {**asdict(result.train), "heldout": result.heldout.to_dict()}
+    emit(data, as_json, lambda d: describe_training(d) + "\n" + describe_accuracy(d["heldout"]))
+
+
+def describe_accuracy(report: dict) -> str:
+    per_task = "  ".join(f"{task} {acc:.1%}" for task, acc in report["per_task"].items())
+    return f"held-out exact match {report['accuracy']:.1%} over {report['examples']} examples ({per_task})"
+
+
+@click.command("evaluate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--heldout", "heldout_file", type=click.Path(path_type=Path), help="Pairs (JSONL); default: shipped.")
+@backend_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+def evaluate_command(model: Path, heldout_file: Path | None, backend, device, precision, artifact, as_json) -> None:
+    """Held-out exact match of a fine-tuned model (greedy decoding) on any backend.
+
+    Example: gptdeploy evaluate runs/demo/finetune
+    """
+    from gptdeploy.data import read_pairs
+    from gptdeploy.evaluate import exact_match
+    from gptdeploy.runtimes.base import load_runtime
+    from gptdeploy.tasks import generate_tasks
+
+    examples = read_pairs(heldout_file) if heldout_file else generate_tasks()[1]
+    with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
+        emit(exact_match(runtime, examples).to_dict(), as_json, describe_accuracy)
+
+
+@click.command("plot")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+def plot_command(run_dirs, out: Path) -> None:
+    """Draw training and validation loss of one or more runs to a PNG.
+
+    Example: gptdeploy plot runs/pretrain runs/finetune -o loss.png
+    """
+    from gptdeploy.plot import plot_losses
+
+    click.echo(str(plot_losses(run_dirs, out)))
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--quick", is_flag=True, help="Tiny model, about two minutes: a first look.")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming or reusing earlier checkpoints.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None:
+    """Generate data, pretrain, fine-tune, and report held-out accuracy with a few generations.
+
+    Example: gptdeploy demo          (small model, about 15 minutes on 2 CPU cores)
+    """
+    from gptdeploy.demo import FULL, QUICK, describe_demo, run_demo
+
+    result = run_demo(out_dir, QUICK if quick else FULL, fresh, log=lambda line: click.echo(line, err=True))
+    emit(result, as_json, describe_demo)
