@@ -12,7 +12,7 @@ import sys
 import click
 
 from gptdeploy import __version__
-from gptdeploy.cli.bundles import export_command, inspect_command, parity_command
+from gptdeploy.cli.bundles import export_command, inspect_command, optimize_command, parity_command
 from gptdeploy.cli.capi import capi_group
 from gptdeploy.cli.engines import build_engine_command, check_command
 from gptdeploy.cli.interop import export_hf_command, import_hf_command
@@ -59,7 +59,7 @@ def show_progress_logs() -> None:
 COMMANDS = [
     data_command, train_command, finetune_command, evaluate_command, plot_command, demo_command,
     generate_command, chat_command,
-    export_command, inspect_command, parity_command, quantize_command,
+    export_command, optimize_command, quantize_command, inspect_command, parity_command,
     build_engine_command, check_command, capi_group, import_hf_command, export_hf_command,
 ]  # fmt: skip
 for command in COMMANDS:

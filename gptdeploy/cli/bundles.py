@@ -1,4 +1,4 @@
-"""Commands that make and check bundles: export, inspect, parity."""
+"""Commands that make and check bundles: export, optimize, inspect, parity."""
 
 from __future__ import annotations
 
@@ -30,6 +30,37 @@ def export_command(checkpoint, bundle, opset, force, tasks, as_json) -> None:
     emit(data, as_json, lambda d: f"wrote {d['bundle']}\n" + describe_parity([d["parity"]]))
 
 
+@click.command("optimize")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--target",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    default="onnxruntime",
+    show_default=True,
+    help="onnxruntime: contrib operators (MultiHeadAttention, SkipLayerNormalization, ...); tensorrt: the "
+    "standard opset-23 Attention.",
+)
+@click.option("--from", "source", default="onnx-fp32", show_default=True, help="The fp32 artifact to fuse.")
+@click.option("--force", is_flag=True, help="Rebuild the fused artifact if the bundle has it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+def optimize_command(bundle, target, source, force, as_json) -> None:
+    """Fuse attention (with its KV cache), norms and GELU; adds the graph only if it keeps fp32 parity.
+
+    Example: gptdeploy optimize runs/demo/bundle --target onnxruntime
+    """
+    from gptdeploy.export.fusion import optimize_bundle
+
+    result = optimize_bundle(bundle, target, source, force)
+    data = {"bundle": str(bundle), "artifact": result.artifact.name, "fusions": result.report.fusions,
+            "op_counts": result.report.op_counts, "parity": result.parity.to_dict()}  # fmt: skip
+    emit(data, as_json, describe_optimized)
+
+
+def describe_optimized(data: dict) -> str:
+    fusions = ", ".join(f"{rule} {count}" for rule, count in data["fusions"].items())
+    return f"added {data['artifact']} to {data['bundle']}\nfused: {fusions}\n" + describe_parity([data["parity"]])
+
+
 @click.command("inspect")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON document.")
@@ -57,12 +88,14 @@ def describe_manifest(manifest: dict) -> str:
     ]
     for artifact in manifest["artifacts"]:
         details = artifact["details"]
-        ops = ", ".join(f"{op} {n}" for op, n in list(details.get("op_counts", {}).items())[:8])
+        ops = ", ".join(f"{op} {n}" for op, n in list(details.get("op_counts", {}).items())[:10])
         lines += [
             f"artifact {artifact['name']}: {artifact['kind']} {artifact['precision']}, opset {artifact['opset']}, "
             f"{artifact['path']} (+{len(artifact['files']) - 1} data file)",
             f"  ops: {ops}",
         ]
+        if details.get("fusions"):
+            lines.append("  fused: " + ", ".join(f"{rule} {count}" for rule, count in details["fusions"].items()))
         if details.get("parity"):
             lines.append("  " + describe_parity([details["parity"]]).replace("\n", "\n  "))
     return "\n".join(lines)

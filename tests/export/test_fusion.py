@@ -1,0 +1,127 @@
+"""Fusion replaces decomposed attention by one operator per layer and keeps fp32 parity, for both targets."""
+
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gptdeploy.errors import BundleError, ExportError
+
+pytest.importorskip("onnxscript", reason="the ONNX exporter and the fusion rules need the optional onnxscript package")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tokenizer):
+    """One exported bundle per model family, fused copies are made from it."""
+    from gptdeploy.checkpoint import save_checkpoint
+    from gptdeploy.export.pipeline import export_bundle
+    from tests.helpers import MODEL_VARIANTS, tiny_model
+
+    root = tmp_path_factory.mktemp("fusion")
+    bundles = {}
+    for variant in ("gpt2", "llama"):
+        save_checkpoint(root / variant, tiny_model(seed=3, **MODEL_VARIANTS[variant]), tokenizer)
+        bundles[variant] = export_bundle(root / variant, root / f"{variant}-bundle", tasks=False).bundle
+    return bundles
+
+
+@pytest.fixture
+def bundle(exported, tmp_path):
+    return shutil.copytree(exported["gpt2"], tmp_path / "bundle")
+
+
+def attention_nodes(path):
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    return [node for node in graph.node if node.op_type in ("Attention", "MultiHeadAttention", "GroupQueryAttention")]
+
+
+def greedy_tokens(bundle, artifact: str) -> list[list[int]]:
+    from gptdeploy.generate import GenerationConfig, generate
+    from gptdeploy.runtimes.base import load_runtime
+
+    with load_runtime(bundle, "onnxruntime", artifact=artifact) as runtime:
+        results = generate(runtime, ["Mia lives in", "The river"], GenerationConfig(max_new_tokens=12))
+    return [result.tokens for result in results]
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_gpt2_attention_and_its_kv_concat_fuse_into_one_node_per_layer(bundle, target):
+    from gptdeploy.bundle import load_bundle
+    from gptdeploy.export.fusion import optimize_bundle
+
+    result = optimize_bundle(bundle, target)
+    loaded = load_bundle(bundle)
+    artifact = loaded.artifact(name=result.artifact.name)
+    nodes = attention_nodes(loaded.file(artifact.path))
+    assert len(nodes) == loaded.config.n_layer
+    for layer, node in enumerate(nodes):  # the cache flows through the operator: past in, present out
+        assert f"past_key_values.{layer}.key" in node.input and f"present.{layer}.value" in node.output
+    if target == "onnxruntime":
+        assert {node.domain for node in nodes} == {"com.microsoft"}
+        assert result.report.fusions["skip_layer_normalization"] > 0 and result.report.fusions["gelu"] > 0
+    else:
+        assert {node.domain for node in nodes} == {""} and artifact.opset == 23
+        assert not [op for op in result.report.op_counts if "::" in op]  # standard operators only
+    assert artifact.details["parity"]["passed"] and artifact.details["source"] == "onnx-fp32"
+    assert result.parity.max_rel_logit_diff <= 1e-4
+    assert greedy_tokens(bundle, artifact.name) == greedy_tokens(bundle, "onnx-fp32")
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_llama_family_fuses_attention_with_parity(exported, tmp_path, target):
+    from gptdeploy.export.fusion import optimize_bundle
+
+    bundle = shutil.copytree(exported["llama"], tmp_path / "llama")
+    result = optimize_bundle(bundle, target)
+    assert result.report.fusions["sdpa"] == 2 and result.parity
+    assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
+
+
+def test_fused_graph_runs_a_padded_batch_like_single_prompts(bundle):
+    from gptdeploy.export.fusion import optimize_bundle
+    from gptdeploy.runtimes.base import load_runtime
+
+    optimize_bundle(bundle, "onnxruntime")
+    ids = np.array([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = (np.arange(5) >= np.array([[2], [0]])).astype(np.int64)
+    with load_runtime(bundle, "onnxruntime", artifact="onnx-fused-ort") as runtime:
+        runtime.reset(2)
+        batched = runtime.forward(ids, mask)
+        runtime.reset(1)
+        alone = runtime.forward(ids[:1, 2:], mask[:1, 2:])
+    np.testing.assert_allclose(batched[0], alone[0], atol=1e-4)
+
+
+def test_bad_requests_fail_clearly_and_leave_the_bundle_as_it_was(bundle):
+    from gptdeploy.bundle import MANIFEST_FILE
+    from gptdeploy.export.fusion import optimize_bundle
+
+    before = (bundle / MANIFEST_FILE).read_bytes()
+    with pytest.raises(ExportError, match="unknown fusion target 'openvino'"):
+        optimize_bundle(bundle, "openvino")
+    with pytest.raises(BundleError, match="no 'onnx-int3' artifact"):
+        optimize_bundle(bundle, "onnxruntime", source="onnx-int3")
+    assert (bundle / MANIFEST_FILE).read_bytes() == before
+    optimize_bundle(bundle, "onnxruntime")
+    with pytest.raises(ExportError, match="already has 'onnx-fused-ort'; pass --force"):
+        optimize_bundle(bundle, "onnxruntime")
+    assert optimize_bundle(bundle, "onnxruntime", force=True).parity
+    assert not [path for path in bundle.iterdir() if "partial" in path.name]
+
+
+def test_failing_parity_registers_nothing(bundle, monkeypatch):
+    from gptdeploy import parity
+    from gptdeploy.bundle import MANIFEST_FILE
+    from gptdeploy.export.fusion import optimize_bundle
+
+    before = (bundle / MANIFEST_FILE).read_bytes()
+    impossible = replace(parity.TOLERANCES["fp32"], max_logit_diff=0.0)
+    monkeypatch.setattr(parity, "TOLERANCES", {**parity.TOLERANCES, "fp32": impossible})
+    with pytest.raises(ExportError, match="fused graph failed parity"):
+        optimize_bundle(bundle, "tensorrt")
+    assert (bundle / MANIFEST_FILE).read_bytes() == before
+    assert sorted(path.name for path in bundle.iterdir()) == ["decoder", "golden.npz", "manifest.json",
+                                                              "tokenizer.json"]  # fmt: skip
