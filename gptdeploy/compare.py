@@ -27,16 +27,20 @@ def decode_speed(runtime: Runtime, new_tokens: int = 64, repeats: int = 3) -> fl
     return statistics.median((len(r.tokens) - 1) / r.decode_seconds for r in runs)
 
 
-def compare_backends(models: Sequence[tuple[str, Path]], golden: Golden, heldout: Sequence[Example]) -> list[dict]:
-    """A row per (backend, model folder): precision, max logit diff, greedy match, accuracy, decode tokens/s."""
+def compare_backends(
+    models: Sequence[tuple[str, Path, str | None]], golden: Golden, heldout: Sequence[Example]
+) -> list[dict]:
+    """A row per (backend, model folder, bundle artifact or None): parity, greedy match, accuracy, decode tokens/s."""
     rows = []
-    for backend, path in models:
-        with load_runtime(path, backend=backend) as runtime:
+    for backend, path, artifact in models:
+        with load_runtime(path, backend=backend, artifact=artifact) as runtime:
             parity = check_parity(runtime, golden)
             rows.append({
                 "backend": backend,
+                "artifact": artifact or "checkpoint",
                 "precision": runtime.info.precision,
                 "max_abs_logit_diff": parity.max_abs_logit_diff,
+                "top1_agreement": parity.top1_agreement,
                 "greedy_identical": f"{parity.greedy_identical}/{parity.prompts}",
                 "parity_passed": bool(parity),
                 "accuracy": exact_match(runtime, heldout).accuracy,
@@ -45,11 +49,15 @@ def compare_backends(models: Sequence[tuple[str, Path]], golden: Golden, heldout
     return rows
 
 
-def describe_rows(rows: Sequence[dict]) -> str:
-    lines = [f"{'backend':<12} {'precision':<9} {'max|dlogit|':>11} {'greedy':>7} {'accuracy':>9} {'decode tok/s':>12}"]
+def describe_rows(rows: Sequence[dict], rejected: dict[str, str] | None = None) -> str:
+    """The comparison table; `rejected` lists artifacts that were built but failed their accuracy budget."""
+    lines = [f"{'backend':<12} {'artifact':<17} {'precision':<9} {'max|dlogit|':>11} {'top-1':>7} {'greedy':>7} "
+             f"{'accuracy':>9} {'decode tok/s':>12}"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"{r['backend']:<12} {r['precision']:<9} {r['max_abs_logit_diff']:>11.2e} {r['greedy_identical']:>7} "
-            f"{r['accuracy']:>9.1%} {r['decode_tokens_per_s']:>12,.0f}"
+            f"{r['backend']:<12} {r['artifact']:<17} {r['precision']:<9} {r['max_abs_logit_diff']:>11.2e} "
+            f"{r['top1_agreement']:>7.1%} {r['greedy_identical']:>7} {r['accuracy']:>9.1%} "
+            f"{r['decode_tokens_per_s']:>12,.0f}"
         )
+    lines += [f"{'onnxruntime':<12} {name:<17} rejected: {reason}" for name, reason in (rejected or {}).items()]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The end-to-end demo: shipped data -> pretrain -> fine-tune -> held-out accuracy and a few generations.
+"""The end-to-end demo: shipped data -> pretrain -> fine-tune -> export -> fused and quantized graphs -> a table of
+every backend and variant with parity, held-out accuracy and decode speed.
 
 Stages that already finished in `out_dir` are reused and interrupted ones resume, so a second run costs little.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from gptdeploy.bundle import GOLDEN_FILE, MANIFEST_FILE, load_bundle
 from gptdeploy.checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, read_config
 from gptdeploy.compare import compare_backends, describe_rows
-from gptdeploy.errors import ConfigError
+from gptdeploy.errors import ConfigError, ExportError
 from gptdeploy.evaluate import exact_match
 from gptdeploy.export.pipeline import export_bundle
 from gptdeploy.fileio import atomic_write_json
@@ -78,24 +79,28 @@ def run_demo(
     train_examples, heldout = generate_tasks()
 
     status = stage_status(pretrain_dir, plan.preset)
-    log(f"[2/6] pretraining the '{plan.preset}' model ({status})")
+    log(f"[2/7] pretraining the '{plan.preset}' model ({status})")
     if status != "done":
         pretrain(pretrain_dir, plan.preset, train_config=plan.pretrain, resume=status == "resume")
     finetune_status = stage_status(finetune_dir, plan.preset)
-    log(f"[3/6] fine-tuning on {len(train_examples):,} task examples ({finetune_status})")
+    log(f"[3/7] fine-tuning on {len(train_examples):,} task examples ({finetune_status})")
     if finetune_status != "done":
         finetune(pretrain_dir, finetune_dir, train_config=plan.finetune, resume=finetune_status == "resume")
 
-    log(f"[4/6] evaluating on {len(heldout)} held-out examples")
+    log(f"[4/7] evaluating on {len(heldout)} held-out examples")
     runtime = load_runtime(finetune_dir, backend="torch")
     report = exact_match(runtime, heldout)
     fresh_bundle = not (bundle_dir / MANIFEST_FILE).is_file() or finetune_status != "done"
-    log(f"[5/6] exporting to ONNX and checking parity ({'new' if fresh_bundle else 'done'})")
+    log(f"[5/7] exporting to ONNX and checking parity ({'new' if fresh_bundle else 'done'})")
     if fresh_bundle:
         export_bundle(finetune_dir, bundle_dir, force=True)
-    log("[6/6] comparing backends: parity, task accuracy, decode speed")
-    golden = load_golden(load_bundle(bundle_dir).file(GOLDEN_FILE))
-    backends = compare_backends([("torch", finetune_dir), ("onnxruntime", bundle_dir)], golden, heldout)
+    log("[6/7] fusing and quantizing the graph, each variant within its accuracy budget")
+    rejected = add_variants(bundle_dir, log)
+    log("[7/7] comparing backends and variants: parity, task accuracy, decode speed")
+    bundle = load_bundle(bundle_dir)
+    golden = load_golden(bundle.file(GOLDEN_FILE))
+    models = [("torch", finetune_dir, None)] + [("onnxruntime", bundle_dir, a.name) for a in bundle.artifacts]
+    backends = compare_backends(models, golden, heldout)
     shown = range(0, len(heldout), max(1, len(heldout) // 6))[:6]
     result = {
         "preset": plan.preset,
@@ -106,6 +111,7 @@ def run_demo(
         "heldout": report.to_dict(),
         "bundle": str(bundle_dir),
         "backends": backends,
+        "rejected": rejected,
         "generations": [
             {
                 "prompt": heldout[i].prompt,
@@ -121,6 +127,35 @@ def run_demo(
     }
     atomic_write_json(out_dir / "demo.json", result)
     return result
+
+
+# How each variant is made: (artifact name, fusion target or quantization precision).
+VARIANTS = [
+    ("onnx-fused-ort", "onnxruntime"), ("onnx-fused-std", "tensorrt"), ("onnx-int8", "int8"),
+    ("onnx-int8-static", "int8-static"), ("onnx-fp16", "fp16"), ("onnx-int4", "int4"),
+]  # fmt: skip
+
+
+def add_variants(bundle_dir: Path, log: Callable[[str], None]) -> dict[str, str]:
+    """Add each variant the bundle lacks; returns {name: reason} for those that missed their budget."""
+    from gptdeploy.export.fusion import TARGETS, optimize_bundle
+    from gptdeploy.export.quantize import quantize_bundle
+
+    present = {artifact.name for artifact in load_bundle(bundle_dir).artifacts}
+    rejected = {}
+    for name, how in VARIANTS:
+        if name in present:
+            continue
+        log(f"      {name}")
+        try:
+            if how in TARGETS:
+                optimize_bundle(bundle_dir, how)
+            else:
+                quantize_bundle(bundle_dir, how)
+        except ExportError as error:
+            log(f"      {name} rejected: {error}")
+            rejected[name] = str(error)
+    return rejected
 
 
 def _stage_summary(stage_dir: Path) -> dict:
@@ -147,7 +182,7 @@ def describe_demo(result: dict) -> str:
             for g in result["generations"]
         ),
         "",
-        describe_rows(result["backends"]),
+        describe_rows(result["backends"], result["rejected"]),
         "",
         f"bundle: {result['bundle']}   loss curves: {result['plot']}   wall time: {result['wall_seconds']:.0f} s",
     ]

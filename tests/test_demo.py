@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from gptdeploy.demo import DemoPlan, run_demo
+from gptdeploy.demo import VARIANTS, DemoPlan, describe_demo, run_demo
 from gptdeploy.errors import ConfigError
 from gptdeploy.train import TrainConfig
 
@@ -24,6 +24,11 @@ def test_demo_runs_end_to_end_then_reuses_its_checkpoints(tmp_path):
     assert len(result["generations"]) == 6
     assert json.loads((tmp_path / "demo.json").read_text())["heldout"] == result["heldout"]
     assert (tmp_path / "loss.png").stat().st_size > 0
+    measured = {row["artifact"] for row in result["backends"]}
+    assert {"checkpoint", "onnx-fp32", "onnx-fused-ort", "onnx-fused-std"} <= measured  # fp32 fusion never drifts
+    assert measured | set(result["rejected"]) == {"checkpoint", "onnx-fp32"} | {name for name, _ in VARIANTS}
+    table = describe_demo(result)
+    assert all(name in table for name, _ in VARIANTS)
 
     log.clear()
     again = run_demo(tmp_path, MICRO, log=log.append)
