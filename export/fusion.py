@@ -4,8 +4,9 @@ are fast with, as a graph -> graph stage that works on any existing bundle.
 Two targets, because the two runtimes want different operators:
 - `onnxruntime`: ONNX Runtime's contrib operators (com.microsoft MultiHeadAttention with past/present,
   SkipLayerNormalization, FastGelu, FusedMatMul), through onnxscript's ORT fusion rules.
-- `tensorrt`: the standard opset-23 `Attention` operator with `past_key`/`past_value` inputs, which TensorRT's ONNX
-  parser (10.14+) and ONNX Runtime both run; the graph is converted to opset 23 first.
+- `tensorrt`: the standard opset-23 `Attention` operator, which TensorRT's ONNX parser (10.14+) and ONNX Runtime
+  both run; the graph is converted to opset 23 first. The cache Concats stay outside the operator: TensorRT's
+  parser rejects Attention nodes with `past_key`/`past_value` inputs or more than one output.
 
 Both start from the same canonical form: the exporter writes the KV-cache concatenation as `Concat(axis=2)`, the
 fusion patterns expect the equivalent `axis=-2`, so the present outputs are normalized before matching.
@@ -78,21 +79,6 @@ class SdpaToAttention(pattern.RewriteRuleClassBase):
         return op.Attention(query, key, value, mask, **({"scale": scale} if scale is not None else {}))
 
 
-class AttentionWithPast(pattern.RewriteRuleClassBase):
-    """Attention over Concat(past, new) keys and values -> Attention with past_key/past_value inputs and the
-    present outputs, so the runtime can grow the cache inside the operator."""
-
-    def pattern(self, op, query, key, value, mask, past_key, past_value):
-        present_key = op.Concat(past_key, key, axis=-2)
-        present_value = op.Concat(past_value, value, axis=-2)
-        output = op.Attention(query, present_key, present_value, mask, _outputs=["attention"])
-        return output, present_key, present_value
-
-    def rewrite(self, op, query, key, value, mask, past_key, past_value, attention, **_):
-        attributes = attention.producer().attributes
-        return op.Attention(query, key, value, mask, past_key, past_value, **attributes, _outputs=3)
-
-
 def _fuse_for_onnxruntime(model: ir.Model) -> tuple[ir.Model, dict[str, int]]:
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
@@ -102,15 +88,12 @@ def _fuse_for_onnxruntime(model: ir.Model) -> tuple[ir.Model, dict[str, int]]:
 
 def _fuse_standard(model: ir.Model) -> tuple[ir.Model, dict[str, int]]:
     from onnxscript import optimizer, version_converter
-    from onnxscript.rewriter import onnx_fusions
     from onnxscript.rewriter.ort_fusions import sdpa
 
     version_converter.convert_version(model, STANDARD_OPSET)
     optimizer.optimize(model)
     counts = {"sdpa": sdpa.fuse_sdpa(model)}
     counts["attention"] = pattern.RewriteRuleSet([SdpaToAttention.rule()]).apply_to_model(model)
-    counts.update({name.lower(): count for name, count in onnx_fusions.fuse(model).items()})
-    counts["attention_past"] = pattern.RewriteRuleSet([AttentionWithPast.rule()]).apply_to_model(model)
     optimizer.optimize(model)
     return model, {name: count for name, count in counts.items() if count}
 

@@ -103,11 +103,12 @@ def staged_folder(bundle_dir: str | Path, folder: str) -> Iterator[Path]:
     Artifacts added to an existing bundle are written here, so an error or interruption leaves the bundle as it was.
     """
     bundle_dir = Path(bundle_dir)
-    staging = bundle_dir / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    final = bundle_dir / folder
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     try:
         yield staging
-        final = bundle_dir / folder
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)

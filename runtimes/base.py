@@ -177,6 +177,13 @@ def load_runtime(
             from gptdeploy.runtimes.ort_runtime import OrtRuntime
 
             return OrtRuntime.load(path, device, precision, max_batch_size, artifact)
+        if chosen == "tensorrt":
+            from gptdeploy.runtimes.trt_runtime import TrtRuntime
+
+            if not (path / "manifest.json").is_file():
+                raise BackendError(f"{path} is not a bundle: TensorRT runs engines that `gptdeploy build-engine` "
+                                   "adds to an exported bundle")  # fmt: skip
+            return TrtRuntime.load(path, device, precision, max_batch_size, artifact)
     except ModuleNotFoundError as error:
         if error.name not in ("torch", "onnxruntime", "tensorrt", "onnx"):
             raise

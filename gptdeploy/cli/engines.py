@@ -1,15 +1,95 @@
-"""PLACEHOLDER (helper-7 replaces this file): `gptdeploy build-engine` and `gptdeploy check`."""
+"""TensorRT commands: build an engine on the target machine, and the pre-flight check that runs anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+from gptdeploy.cli.common import describe_parity, emit
+
 
 @click.command("build-engine")
-def build_engine_command() -> None:
-    """Build a TensorRT engine."""
-    raise click.ClickException("not built yet")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--from", "source", help="The ONNX artifact to build from, by name (default: the first of --precision).")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="Build from the ONNX artifact of this precision; the graph's types are the engine's types.",
+)
+@click.option("--max-batch", default=8, show_default=True, help="Largest batch the engine serves.")
+@click.option("--max-seq", type=int, help="Longest prompt + generation it serves (default: the model's context).")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TensorRT's kernel timing cache: read if it exists, written after the build.",
+)
+@click.option("--workspace", type=int, help="Cap on TensorRT's scratch memory in MiB (default: TensorRT's).")
+@click.option("--device", default="cuda:0", show_default=True, help="The GPU to build for.")
+@click.option("--no-check", is_flag=True, help="Skip the parity check against the golden references.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+def build_engine_command(bundle, source, precision, max_batch, max_seq, timing_cache, workspace, device, no_check,
+                         as_json) -> None:  # fmt: skip
+    """Build a TensorRT engine for this machine's GPU into BUNDLE; added only if it passes parity.
+
+    Example: gptdeploy build-engine runs/demo/bundle --max-batch 8 --timing-cache ~/.cache/gptdeploy.timing
+    """
+    from gptdeploy.export.tensorrt_build import build_engine
+
+    artifact = build_engine(bundle, source, precision, max_batch, max_seq, timing_cache,
+                            workspace * 2**20 if workspace else None, device, check=not no_check)  # fmt: skip
+    emit({"bundle": str(bundle), "artifact": artifact.name, "path": artifact.path, **artifact.details}, as_json,
+         describe_engine)  # fmt: skip
+
+
+def describe_engine(data: dict) -> str:
+    lines = [f"added {data['artifact']} ({data['path']}, {data['engine_bytes'] / 2**20:.1f} MiB) to {data['bundle']}",
+             f"TensorRT {data['tensorrt_version']} on {data['gpu']} (compute capability "
+             f"{data['compute_capability']}), built from {data['source']} in {data['build_seconds']} s",
+             f"profiles: batch 1..{data['max_batch']}, prefill sequence 1..{data['max_seq']}, decode past "
+             f"0..{data['max_seq'] - 1}"]  # fmt: skip
+    if "parity" in data:
+        lines.append(describe_parity([data["parity"]]))
+    return "\n".join(lines)
 
 
 @click.command("check")
-def check_command() -> None:
-    """Pre-flight check."""
-    raise click.ClickException("not built yet")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--target",
+    type=click.Choice(["tensorrt"]),
+    default="tensorrt",
+    show_default=True,
+    help="The runtime the graphs must import into.",
+)
+@click.option(
+    "--trt-version",
+    help="TensorRT release to check for, e.g. 10.3 (JetPack 6) or 11.0 (default: the installed one, else 10.15).",
+)
+@click.option("--artifact", help="Check only this artifact (default: every ONNX artifact).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+def check_command(bundle, target, trt_version, artifact, as_json) -> None:
+    """Check a bundle's ONNX graphs against what TensorRT's parser supports, without TensorRT; exit 1 on problems.
+
+    Static: op types, domains and opsets, the types each op sees, documented restrictions, shape-tensor inputs
+    and external weights. Example: gptdeploy check runs/demo/bundle --target tensorrt --trt-version 10.3
+    """
+    from gptdeploy.export.preflight import check_bundle
+
+    result = check_bundle(bundle, target, trt_version, artifact)
+    emit(result.to_dict(), as_json, describe_check)
+    if not result:
+        click.get_current_context().exit(1)  # the report is the message; no "Error:" line
+
+
+def describe_check(data: dict) -> str:
+    lines = [f"{data['bundle']} for TensorRT {data['trt_version']}:"]
+    for graph in data["graphs"]:
+        verdict = "ok" if graph["passed"] else "FAIL"
+        lines.append(f"  {graph['artifact']} (opset {graph['opset']}): {verdict}, {graph['errors']} errors, "
+                     f"{graph['warnings']} warnings, {graph['int64_tensors']} int64 tensors")  # fmt: skip
+        for finding in graph["findings"]:
+            where = f" {finding['op_type']} {finding['node']!r}:" if finding["node"] else ""
+            lines.append(f"    {finding['severity']:<7} {finding['code']:<14}{where} {finding['message']}")
+    return "\n".join(lines)

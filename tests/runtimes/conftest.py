@@ -6,6 +6,7 @@ Adding a backend means adding one entry to RUNTIMES: the modules it needs and th
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.helpers import tiny_model
 RUNTIMES = {
     "torch": (("torch",), "checkpoint_dir"),
     "onnxruntime": (("onnxruntime", "onnxscript"), "bundle_dir"),
+    "tensorrt": (("tensorrt", "onnxscript"), "engine_bundle_dir"),
 }
 
 
@@ -33,6 +35,23 @@ def bundle_dir(tmp_path_factory, checkpoint_dir):
 
     path = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
     export_bundle(checkpoint_dir, path, tasks=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine_bundle_dir(tmp_path_factory, bundle_dir):
+    """The tiny bundle with a TensorRT engine built on this machine's GPU; skipped where there is none."""
+    from gptdeploy.errors import BackendError
+    from gptdeploy.export.tensorrt_build import build_engine
+    from gptdeploy.runtimes.trt_runtime import cuda_device
+
+    try:
+        cuda_device("cuda:0").close()
+    except BackendError as error:
+        pytest.skip(f"TensorRT needs a CUDA GPU: {error}")
+    path = tmp_path_factory.mktemp("tiny-engine") / "bundle"
+    shutil.copytree(bundle_dir, path)
+    build_engine(path, max_batch=8)
     return path
 
 

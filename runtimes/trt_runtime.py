@@ -1,0 +1,360 @@
+"""The TensorRT backend: a bundle's engine behind the `Runtime` protocol, on the name-based TensorRT 10/11 API.
+
+The KV cache stays on the GPU in two buffers per cache tensor, allocated once for the engine's largest batch and
+length. Each step reads the past from one and the engine writes the present (past + new tokens, contiguous) into
+the other, then the two swap: the present of one step is laid out exactly as the next step's past, so decoding
+copies nothing through the host. Prompts run on the engine's prefill profile and single tokens on its decode
+profile (profile order is the builder's contract). Only the logits the caller needs come back to the host.
+
+CUDA memory and the stream come from torch.cuda or cuda-python, whichever is installed. The module imports
+without TensorRT; opening an engine without it raises a `BackendError` that says how to install it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gptdeploy.bundle import TOKENIZER_FILE, load_bundle
+from gptdeploy.config import GPTConfig
+from gptdeploy.errors import BackendError
+from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
+from gptdeploy.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+TRT_MISSING = "TensorRT is not installed; pip install 'gptdeploy[gpu]'"
+CUDA_MISSING = "TensorRT needs torch with CUDA or cuda-python to manage GPU memory; pip install cuda-python"
+PREFILL, DECODE = 0, 1  # optimization profile indices, in the order the engine builder adds them
+
+
+def import_tensorrt():
+    """The tensorrt module, or a clear error: callers never see a bare ImportError."""
+    try:
+        import tensorrt
+    except ImportError as error:
+        raise BackendError(TRT_MISSING) from error
+    return tensorrt
+
+
+def rebuild_command(bundle: str | Path, details: dict) -> str:
+    """The command that rebuilds an engine like this one on the machine at hand."""
+    return (f"gptdeploy build-engine {bundle} --from {details.get('source', 'onnx-fp32')} "
+            f"--max-batch {details.get('max_batch', 8)} --max-seq {details.get('max_seq')}")  # fmt: skip
+
+
+def check_engine_compatible(details: dict, trt_version: str, gpu: str, compute_capability: str, fix: str) -> None:
+    """Refuse an engine built by another TensorRT or for another GPU architecture: it cannot deserialize, or
+    runs kernels chosen for a different chip. `fix` is the command that rebuilds it here."""
+    built_with = details.get("tensorrt_version")
+    if built_with != trt_version:
+        raise BackendError(f"the engine was built with TensorRT {built_with}, this machine has {trt_version}; "
+                           f"rebuild it here: {fix}")  # fmt: skip
+    built_for = details.get("compute_capability")
+    if built_for != compute_capability:
+        raise BackendError(f"the engine was built for {details.get('gpu')} (compute capability {built_for}), this "
+                           f"GPU is {gpu} ({compute_capability}); rebuild it here: {fix}")  # fmt: skip
+    if details.get("gpu") != gpu:
+        logger.warning("engine built on %s, running on %s (same compute capability %s)", details.get("gpu"), gpu,
+                       compute_capability)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    """Device memory one runtime allocates up front, in bytes."""
+
+    kv_tensor: int  # one past or present buffer: (max_batch, kv_heads, max_len, head_dim)
+    kv_total: int  # two buffers (read/write) for each key and value of each layer
+    ids: int  # one of input_ids / attention_mask / position_ids at (max_batch, max_len)
+
+
+def buffer_plan(config: GPTConfig, max_batch: int, max_len: int, kv_itemsize: int, id_itemsize: int) -> BufferPlan:
+    kv_tensor = max_batch * config.kv_heads * max_len * config.head_dim * kv_itemsize
+    return BufferPlan(kv_tensor, 2 * 2 * config.n_layer * kv_tensor, max_batch * max_len * id_itemsize)
+
+
+def profile_for(cached: int, new_tokens: int) -> int:
+    """The profile a step runs on: prefill for an empty cache, decode for one token on top of a cache."""
+    if cached == 0:
+        return PREFILL
+    if new_tokens != 1:
+        raise ValueError("the decode profile takes one new token per row")
+    return DECODE
+
+
+class TrtRuntime(CachedRuntime):
+    def __init__(
+        self,
+        engine_path: str | Path,
+        config: GPTConfig,
+        tokenizer: Tokenizer | None,
+        io: dict,
+        device: str = "cuda",
+        precision: str = "fp32",
+        max_batch_size: int = 64,
+        details: dict | None = None,
+        rebuild: str = "gptdeploy build-engine BUNDLE",
+    ):
+        """Open an engine file; with the artifact's `details`, only after checking it was built for this TensorRT
+        and GPU (`rebuild` is the command the refusal suggests)."""
+        super().__init__()
+        trt = import_tensorrt()
+        self.config, self.tokenizer = config, tokenizer
+        self.input_names, self.output_names = list(io["inputs"]), list(io["outputs"])
+        self.gpu = cuda_device(device)
+        if details is not None:
+            check_engine_compatible(details, trt.__version__, self.gpu.name, self.gpu.compute_capability, rebuild)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT could not deserialize {engine_path}; rebuild it: {rebuild}")
+        self._check_io()
+        self.context = self.engine.create_execution_context()
+        self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+                       for name in self.input_names + self.output_names}  # fmt: skip
+        _, _, ids_max = self.engine.get_tensor_profile_shape(self.input_names[0], PREFILL)
+        _, _, mask_max = self.engine.get_tensor_profile_shape(self.input_names[1], DECODE)
+        engine_batch, self.max_len = int(ids_max[0]), int(mask_max[1])
+        self.info = RuntimeInfo("tensorrt", precision, self.gpu.name_for_info, config.vocab_size,
+                                min(config.block_size, self.max_len), min(max_batch_size, engine_batch))  # fmt: skip
+        past = self.input_names[3:]
+        plan = buffer_plan(config, engine_batch, self.max_len, self.dtypes[past[0]].itemsize, 8)
+        logger.info("allocating %.1f MiB of KV cache on %s", plan.kv_total / 2**20, self.gpu.name_for_info)
+        self.kv = [[self.gpu.alloc(plan.kv_tensor) for _ in past] for _ in range(2)]  # [read/write][tensor]
+        self.ids = {name: self.gpu.alloc(plan.ids) for name in self.input_names[:3]}
+        self.logits = self.gpu.alloc(0)
+        self.read, self.profile = 0, -1
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str = "cuda",
+        precision: str = "fp32",
+        max_batch_size: int = 64,
+        artifact: str | None = None,
+    ) -> TrtRuntime:
+        """Open a bundle's engine (the one called `artifact`, else the first of `precision`) after checking it
+        was built for this TensorRT and this GPU."""
+        bundle = load_bundle(path)
+        chosen = bundle.artifact("tensorrt", None if precision == "auto" else precision, artifact)
+        if chosen.kind != "tensorrt":
+            raise BackendError(f"artifact {chosen.name!r} is a {chosen.kind} artifact, not a TensorRT engine")
+        tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
+        rebuild = rebuild_command(bundle.path, chosen.details)
+        return cls(bundle.file(chosen.path), bundle.config, tokenizer, bundle.manifest["io"], device,
+                   chosen.precision, max_batch_size, chosen.details, rebuild)  # fmt: skip
+
+    def _check_io(self) -> None:
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        missing = sorted(set(self.input_names + self.output_names) - set(names))
+        if missing or self.engine.num_optimization_profiles < 2:
+            raise BackendError(f"the engine lacks tensors {missing} or its prefill/decode profiles "
+                               f"({self.engine.num_optimization_profiles} profiles); rebuild it")  # fmt: skip
+
+    def _reset(self, batch_size: int) -> None:
+        self.read = 0  # an empty cache: the next step reads a past of length 0
+
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
+        if self.length == 0 or input_ids.shape[1] == 1:
+            return self._step(input_ids, attention_mask, self.length, all_logits)
+        # tokens appended to a cache go through the decode profile one at a time
+        steps = []
+        for t in range(input_ids.shape[1]):
+            cached = self.length + t
+            steps.append(self._step(input_ids[:, t : t + 1], attention_mask[:, : cached + 1], cached, True))
+        logits = np.concatenate(steps, axis=1)
+        return logits if all_logits else logits[:, -1]
+
+    def _step(self, ids: np.ndarray, mask: np.ndarray, cached: int, all_logits: bool) -> np.ndarray:
+        c, (B, T) = self.config, ids.shape
+        profile = profile_for(cached, T)
+        if profile != self.profile:
+            if not self.context.set_optimization_profile_async(profile, self.gpu.stream_handle):
+                raise BackendError(f"TensorRT refused optimization profile {profile}")
+            self.profile = profile
+        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, -T:]
+        for name, array in zip(self.input_names[:3], (ids, mask, positions), strict=True):
+            array = np.ascontiguousarray(array, dtype=self.dtypes[name])
+            self.gpu.upload(self.ids[name], array)
+            self._bind(name, self.ids[name], array.shape)
+        for i, name in enumerate(self.input_names[3:]):
+            self._bind(name, self.kv[self.read][i], (B, c.kv_heads, cached, c.head_dim))
+        for i, name in enumerate(self.output_names[1:]):
+            self._bind(name, self.kv[1 - self.read][i])
+        logits_dtype = self.dtypes[self.output_names[0]]
+        row = c.vocab_size * logits_dtype.itemsize
+        if self.logits.nbytes < B * T * row:
+            self.gpu.release(self.logits)
+            self.logits = self.gpu.alloc(B * T * row)
+        self._bind(self.output_names[0], self.logits)
+        if not self.context.execute_async_v3(self.gpu.stream_handle):
+            raise BackendError("TensorRT failed to run the engine (see its log above)")
+        self.read = 1 - self.read
+        if all_logits:
+            raw = self.gpu.download(self.logits, 0, B * T * row, B * T * row, 1)
+            return raw.view(logits_dtype).reshape(B, T, c.vocab_size).astype(np.float32)
+        raw = self.gpu.download(self.logits, (T - 1) * row, row, T * row, B)  # the last position of each row
+        return raw.view(logits_dtype).reshape(B, c.vocab_size).astype(np.float32)
+
+    def _bind(self, name: str, buffer: DeviceBuffer, shape: tuple[int, ...] | None = None) -> None:
+        if shape is not None and not self.context.set_input_shape(name, shape):
+            raise BackendError(f"shape {shape} of {name!r} is outside the engine's profiles; rebuild it with a "
+                               "larger --max-batch/--max-seq")  # fmt: skip
+        if not self.context.set_tensor_address(name, buffer.ptr):
+            raise BackendError(f"TensorRT refused the buffer for {name!r}")
+
+    def _keep_rows(self, rows: np.ndarray) -> None:
+        """Gather kept rows into the other buffer: each row of a (B, H, L, D) cache is one contiguous block."""
+        c = self.config
+        block = c.kv_heads * self.length * c.head_dim * self.dtypes[self.input_names[3]].itemsize
+        for src, dst in zip(self.kv[self.read], self.kv[1 - self.read], strict=True):
+            for new, old in enumerate(rows.tolist()):
+                self.gpu.copy(dst, new * block, src, old * block, block)
+        self.read = 1 - self.read
+
+    def close(self) -> None:
+        if self.engine is None:
+            return
+        self.gpu.synchronize()
+        self.context = self.engine = None
+        self.kv, self.ids, self.logits = [], {}, None
+        self.gpu.close()
+
+
+@dataclass
+class DeviceBuffer:
+    ptr: int
+    nbytes: int
+    handle: object = None  # what keeps the memory alive (a torch tensor), if anything
+
+
+def cuda_device(device: str = "cuda"):
+    """GPU memory and a stream on `device` ('cuda' or 'cuda:N'; 'cpu', the library-wide default, means cuda:0):
+    through torch.cuda when torch sees a GPU, else through cuda-python."""
+    if device != "cpu" and not device.startswith("cuda"):
+        raise BackendError(f"TensorRT runs on CUDA GPUs: device must be cuda or cuda:N, got {device!r}")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return _TorchCuda(index)
+    except ImportError:
+        pass
+    try:
+        return _CudaPython(index)
+    except ImportError as error:
+        raise BackendError(CUDA_MISSING) from error
+
+
+class _TorchCuda:
+    """Device memory as torch uint8 tensors; every copy is queued on one stream that TensorRT also runs on."""
+
+    def __init__(self, index: int):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda", index)
+        self.stream = torch.cuda.Stream(self.device)
+        self.stream_handle = self.stream.cuda_stream
+        self.name = torch.cuda.get_device_name(self.device)
+        self.compute_capability = "{}.{}".format(*torch.cuda.get_device_capability(self.device))
+        self.name_for_info = f"cuda:{index}"
+
+    def alloc(self, nbytes: int) -> DeviceBuffer:
+        with self.torch.cuda.stream(self.stream):  # the caching allocator then ties the block to our stream
+            tensor = self.torch.empty(max(nbytes, 1), dtype=self.torch.uint8, device=self.device)
+        return DeviceBuffer(tensor.data_ptr(), nbytes, tensor)
+
+    def release(self, buffer: DeviceBuffer) -> None:
+        buffer.handle = None  # the caching allocator reuses the memory once the tensor is gone
+
+    def upload(self, buffer: DeviceBuffer, array: np.ndarray) -> None:
+        source = self.torch.from_numpy(array.reshape(-1).view(np.uint8))
+        with self.torch.cuda.stream(self.stream):
+            buffer.handle[: source.numel()].copy_(source)
+
+    def download(self, buffer: DeviceBuffer, offset: int, width: int, pitch: int, rows: int) -> np.ndarray:
+        """`rows` rows of `width` bytes, `pitch` bytes apart from `offset`, as one contiguous host array."""
+        with self.torch.cuda.stream(self.stream):
+            rows_view = self.torch.as_strided(buffer.handle, (rows, width), (pitch, 1), offset)
+            host = rows_view.to("cpu")
+        self.stream.synchronize()
+        return host.numpy().reshape(-1)
+
+    def copy(self, dst: DeviceBuffer, dst_offset: int, src: DeviceBuffer, src_offset: int, nbytes: int) -> None:
+        with self.torch.cuda.stream(self.stream):
+            dst.handle[dst_offset : dst_offset + nbytes].copy_(src.handle[src_offset : src_offset + nbytes])
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        self.synchronize()
+
+
+class _CudaPython:
+    """Device memory through the CUDA runtime bindings of cuda-python (Jetson images often lack a CUDA torch)."""
+
+    def __init__(self, index: int):
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart  # cuda-python before 12.6
+        self.cudart = cudart
+        self._call(cudart.cudaSetDevice(index))
+        self.stream = self._call(cudart.cudaStreamCreate())
+        self.stream_handle = int(self.stream)
+        props = self._call(cudart.cudaGetDeviceProperties(index))
+        self.name = props.name.decode(errors="replace").rstrip("\x00")
+        self.compute_capability = f"{props.major}.{props.minor}"
+        self.name_for_info = f"cuda:{index}"
+        self.allocations: list[int] = []
+
+    def _call(self, result):
+        error, *values = result
+        if error != self.cudart.cudaError_t.cudaSuccess:
+            message = self.cudart.cudaGetErrorString(error)[1].decode(errors="replace")
+            raise BackendError(f"CUDA error {error.name}: {message}")
+        return values[0] if len(values) == 1 else values
+
+    def alloc(self, nbytes: int) -> DeviceBuffer:
+        ptr = int(self._call(self.cudart.cudaMalloc(max(nbytes, 1))))
+        self.allocations.append(ptr)
+        return DeviceBuffer(ptr, nbytes)
+
+    def release(self, buffer: DeviceBuffer) -> None:
+        if buffer.ptr in self.allocations:
+            self.allocations.remove(buffer.ptr)
+            self._call(self.cudart.cudaFree(buffer.ptr))
+
+    def upload(self, buffer: DeviceBuffer, array: np.ndarray) -> None:
+        """A synchronous copy from pageable memory: the legacy default stream orders it after our stream's work."""
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call(self.cudart.cudaMemcpy(buffer.ptr, array.ctypes.data, array.nbytes, kind))
+
+    def download(self, buffer: DeviceBuffer, offset: int, width: int, pitch: int, rows: int) -> np.ndarray:
+        self.synchronize()
+        host = np.empty(rows * width, dtype=np.uint8)
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._call(self.cudart.cudaMemcpy2D(host.ctypes.data, width, buffer.ptr + offset, pitch, width, rows, kind))
+        return host
+
+    def copy(self, dst: DeviceBuffer, dst_offset: int, src: DeviceBuffer, src_offset: int, nbytes: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        self._call(self.cudart.cudaMemcpyAsync(dst.ptr + dst_offset, src.ptr + src_offset, nbytes, kind,
+                                               self.stream))  # fmt: skip
+
+    def synchronize(self) -> None:
+        self._call(self.cudart.cudaStreamSynchronize(self.stream))
+
+    def close(self) -> None:
+        self.synchronize()
+        for ptr in self.allocations:
+            self._call(self.cudart.cudaFree(ptr))
+        self.allocations = []
+        self._call(self.cudart.cudaStreamDestroy(self.stream))

@@ -1,0 +1,100 @@
+"""TensorRT on a GPU: build, run, and parity against PyTorch on the same GPU for fp32, fp16 and int8 engines."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gptdeploy.errors import BackendError
+
+
+def open_engine(bundle, artifact):
+    from gptdeploy.runtimes.base import load_runtime
+
+    return load_runtime(bundle, backend="tensorrt", device="cuda:0", artifact=artifact.name, max_batch_size=8)
+
+
+def test_fp32_engine_matches_pytorch_on_the_same_gpu(bundle, gpu_golden):
+    import tensorrt
+
+    from gptdeploy.bundle import load_bundle
+    from gptdeploy.export.tensorrt_build import build_engine
+    from gptdeploy.parity import check_parity
+
+    artifact = build_engine(bundle, max_batch=8)
+    details = load_bundle(bundle).artifact(name="tensorrt-fp32").details  # verified, hashes included
+    assert details["tensorrt_version"] == tensorrt.__version__ and len(details["profiles"]) == 2
+    assert details["parity"]["failures"] == [] and details["tf32"] is False
+    with open_engine(bundle, artifact) as runtime:
+        report = check_parity(runtime, gpu_golden)
+    assert report, report.failures
+    assert report.greedy_identical == report.prompts
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8-static"])
+def test_fp16_and_int8_engines_stay_within_their_budget(bundle, gpu_golden, precision):
+    quantize = pytest.importorskip("gptdeploy.export.quantize", reason="quantization needs onnxruntime's tools")
+    from gptdeploy.export.tensorrt_build import build_engine
+    from gptdeploy.parity import check_parity
+
+    graph = quantize.quantize_bundle(bundle, precision, tasks=False).artifact
+    artifact = build_engine(bundle, source=graph.name, max_batch=8)
+    assert artifact.precision == graph.precision != "fp32"
+    with open_engine(bundle, artifact) as runtime:
+        report = check_parity(runtime, gpu_golden)  # tolerance of the graph's precision
+    assert report, report.failures
+
+
+def test_tokens_appended_to_a_cache_equal_a_full_recompute(bundle):
+    from gptdeploy.export.tensorrt_build import build_engine
+
+    artifact = build_engine(bundle, max_batch=2, check=False)
+    with open_engine(bundle, artifact) as runtime:
+        ids = np.array([runtime.tokenizer.encode("Mia lives in Riverton with her dog", bos=True)] * 2)
+        runtime.reset(2)
+        full = runtime.forward(ids, np.ones_like(ids), all_logits=True)
+        runtime.reset(2)
+        head = runtime.forward(ids[:, :4], np.ones((2, 4)), all_logits=True)
+        tail = runtime.forward(ids[:, 4:], np.ones_like(ids), all_logits=True)  # several tokens on a cache
+        assert np.abs(np.concatenate([head, tail], axis=1) - full).max() <= 1e-4
+        runtime.keep_rows(np.array([1]))
+        step = runtime.forward(ids[1:, :1], np.ones((1, ids.shape[1] + 1)))
+        assert step.shape == (1, runtime.info.vocab_size) and np.isfinite(step).all()
+
+
+def test_timing_cache_is_saved_and_reused(bundle, tmp_path, caplog):
+    from gptdeploy.export.tensorrt_build import build_engine
+
+    cache = tmp_path / "timing.cache"
+    build_engine(bundle, max_batch=2, timing_cache=cache, workspace=256 * 2**20, check=False)
+    assert cache.stat().st_size > 0
+    with caplog.at_level(logging.INFO, logger="gptdeploy"):
+        build_engine(bundle, max_batch=4, timing_cache=cache, check=False)
+    assert "reusing the timing cache" in caplog.text
+
+
+def test_an_engine_for_another_gpu_is_refused(bundle):
+    from gptdeploy.bundle import TOKENIZER_FILE, load_bundle
+    from gptdeploy.export.tensorrt_build import build_engine
+    from gptdeploy.runtimes.trt_runtime import TrtRuntime
+    from gptdeploy.tokenizer import Tokenizer
+
+    artifact = build_engine(bundle, max_batch=2, check=False)
+    loaded = load_bundle(bundle)
+    foreign = {**artifact.details, "compute_capability": "5.3", "gpu": "Jetson Nano"}
+    with pytest.raises(BackendError, match="built for Jetson Nano .*rebuild it here: gptdeploy build-engine"):
+        TrtRuntime(loaded.file(artifact.path), loaded.config, Tokenizer.load(loaded.file(TOKENIZER_FILE)),
+                   loaded.manifest["io"], "cuda:0", details=foreign, rebuild="gptdeploy build-engine X")  # fmt: skip
+
+
+def test_cli_builds_an_engine_and_generates_with_it(bundle):
+    from gptdeploy.cli import main
+
+    built = CliRunner().invoke(main, ["build-engine", str(bundle), "--max-batch", "4", "--json"])
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["artifact"] == "tensorrt-fp32"
+    result = CliRunner().invoke(main, ["generate", str(bundle), "--artifact", "tensorrt-fp32", "--device", "cuda",
+                                       "-p", "Mia lives in", "--max-new-tokens", "8", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
