@@ -19,7 +19,13 @@ def test_wheel_contains_export_and_runtimes_inside_the_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "gptdeploy/export/__init__.py" in names
     assert "gptdeploy/runtimes/__init__.py" in names
-    assert "gptdeploy/model.py" in names
+    assert "gptdeploy/model.py" in names and "gptdeploy/cli/__init__.py" in names
+    capi = {
+        "gptdeploy/runtimes/capi/gptdeploy.h",
+        "gptdeploy/runtimes/capi/shim.c",
+        "gptdeploy/runtimes/capi/gptdeploy.pc.in",
+    }
+    assert capi <= set(names)  # what `gptdeploy capi build` compiles from an installed wheel
     assert not any(name.startswith(("export/", "runtimes/", "tests/")) for name in names)
     metadata = next(name for name in names if name.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
