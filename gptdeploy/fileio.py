@@ -46,7 +46,9 @@ def read_format_json(
     if not isinstance(data, dict) or data.get("format") != format_name:
         raise error(f"{path} is not a gptdeploy {what} file")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > max_version:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise error(f"{path} is malformed (format_version {version!r} is not a positive integer); {fix}")
+    if version > max_version:
         raise error(f"{path.parent} has {what} format {version!r}; this gptdeploy {__version__} reads up to "
                     f"{max_version}: upgrade gptdeploy")  # fmt: skip
     return data

@@ -137,3 +137,11 @@ def test_a_failed_stage_leaves_no_folder_behind(bundle):
         raise RuntimeError("interrupted")
     assert sorted(path.name for path in bundle.iterdir()) == ["decoder", "golden.npz", "manifest.json",
                                                               "tokenizer.json"]  # fmt: skip
+
+
+def test_a_manifest_without_a_format_version_is_malformed_not_too_new(bundle):
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    del manifest["format_version"]
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"is malformed \(format_version None is not a positive integer\); re-export"):
+        read_manifest(bundle)
