@@ -33,7 +33,7 @@ from gptdeploy.export.calibration import CorpusCalibrationReader
 from gptdeploy.export.fusion import fuse_graph
 from gptdeploy.export.onnx_export import export_onnx
 from gptdeploy.export.pipeline import quiet_exporter
-from gptdeploy.export.quantize import convert_fp16, quantize_int4, quantize_int8_dynamic, quantize_int8_static
+from gptdeploy.export.quantize_graphs import convert_fp16, quantize_int4, quantize_int8_dynamic, quantize_int8_static
 from gptdeploy.model import GPT, GPTConfig
 from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
 from gptdeploy.runtimes.torch_runtime import TorchRuntime

@@ -28,14 +28,17 @@ class Tolerance:
     mean_kl: float  # mean KL(reference || test) of next-token distributions, nats
     near_tie: float  # a greedy divergence where the reference's top-1/top-2 logit margin is below this is a tie
     top1_agreement: float  # minimum share of positions where test and reference agree on the argmax
+    max_accuracy_drop: float = 0.0  # held-out task accuracy may fall this many points below PyTorch's
 
 
+# The issue-5 budgets: fp16 keeps >= 99% top-1 agreement and task accuracy within 1 point of PyTorch, int8 (dynamic
+# or static QDQ) >= 97% and 2 points; int4 is reported with looser bounds. fp32 must match exactly.
 TOLERANCES = {
     "fp32": Tolerance(max_logit_diff=1e-4, mean_kl=1e-6, near_tie=1e-3, top1_agreement=1.0),
-    "bf16": Tolerance(max_logit_diff=5e-2, mean_kl=5e-3, near_tie=0.25, top1_agreement=0.97),
-    "fp16": Tolerance(max_logit_diff=1e-2, mean_kl=1e-3, near_tie=0.1, top1_agreement=0.98),
-    "int8": Tolerance(max_logit_diff=2e-1, mean_kl=5e-2, near_tie=0.5, top1_agreement=0.9),
-    "int4": Tolerance(max_logit_diff=4e-1, mean_kl=1e-1, near_tie=1.0, top1_agreement=0.85),
+    "bf16": Tolerance(max_logit_diff=5e-2, mean_kl=5e-3, near_tie=0.25, top1_agreement=0.97, max_accuracy_drop=2.0),
+    "fp16": Tolerance(max_logit_diff=1e-2, mean_kl=1e-3, near_tie=0.1, top1_agreement=0.99, max_accuracy_drop=1.0),
+    "int8": Tolerance(max_logit_diff=2e-1, mean_kl=5e-2, near_tie=0.5, top1_agreement=0.97, max_accuracy_drop=2.0),
+    "int4": Tolerance(max_logit_diff=4e-1, mean_kl=1e-1, near_tie=1.0, top1_agreement=0.9, max_accuracy_drop=5.0),
 }
 
 

@@ -52,7 +52,7 @@ def generation_config(stop_strings: tuple[str, ...], **values):
 
 def describe_parity(reports: list[dict]) -> str:
     header = (
-        f"{'backend':<12} {'precision':<9} {'max|dlogit|':>11} {'rel':>9} {'mean KL':>9} {'top-1':>6} {'greedy':>7}"
+        f"{'artifact':<17} {'precision':<9} {'max|dlogit|':>11} {'rel':>9} {'mean KL':>9} {'top-1':>6} {'greedy':>7}"
         " verdict"
     )
     lines = [header]
@@ -61,7 +61,7 @@ def describe_parity(reports: list[dict]) -> str:
         if "accuracy" in r:
             reference = r.get("reference_accuracy")
             verdict += f", task accuracy {r['accuracy']:.1%}" + (f" (reference {reference:.1%})" if reference else "")
-        lines.append(f"{r['backend']:<12} {r['precision']:<9} {r['max_abs_logit_diff']:>11.2e} "
+        lines.append(f"{r.get('artifact', r['backend']):<17} {r['precision']:<9} {r['max_abs_logit_diff']:>11.2e} "
                      f"{r['max_rel_logit_diff']:>9.2e} {r['mean_kl']:>9.2e} {r['top1_agreement']:>6.1%} "
                      f"{r['greedy_identical']:>3}/{r['prompts']:<3} {verdict}")  # fmt: skip
     return "\n".join(lines)
