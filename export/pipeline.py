@@ -21,6 +21,7 @@ from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, sha256_file,
 from gptdeploy.checkpoint import load_checkpoint
 from gptdeploy.errors import ExportError
 from gptdeploy.evaluate import exact_match
+from gptdeploy.export.genai_config import write_genai_config
 from gptdeploy.export.onnx_export import export_onnx, input_names, output_names
 from gptdeploy.golden import compute_golden, save_golden
 from gptdeploy.parity import ParityReport, check_parity
@@ -96,6 +97,7 @@ def _build(loaded, staging: Path, opset: int, tasks: bool) -> ExportResult:
     logger.info("exporting the decoder graph (opset %d)", opset)
     with quiet_exporter():
         report = export_onnx(model, staging / GRAPH, opset=opset)
+    write_genai_config(staging, config, tokenizer, GRAPH)
     logger.info("computing golden references with the PyTorch reference")
     reference = TorchRuntime(model, tokenizer)
     golden = compute_golden(reference)

@@ -27,6 +27,9 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 GOLDEN_FILE = "golden.npz"
+# Shared files a bundle may also hold: onnxruntime-genai's config for one of its graphs, and the special-token names
+# Hugging Face tools (and onnxruntime-genai's tokenizer) read next to tokenizer.json.
+OPTIONAL_FILES = ("genai_config.json", "tokenizer_config.json")
 REEXPORT = "re-export it with `gptdeploy export CHECKPOINT -o BUNDLE`"
 
 
@@ -85,10 +88,25 @@ def write_manifest(bundle_dir: Path, config: GPTConfig, io: dict, artifacts: lis
         "tools": tools,
         "model": config.to_dict(),
         "io": io,
-        "files": {name: sha256_file(bundle_dir / name) for name in (TOKENIZER_FILE, GOLDEN_FILE)},
+        "files": shared_files(bundle_dir),
         "artifacts": [asdict(artifact) for artifact in artifacts],
     }
     return _write(bundle_dir, manifest)
+
+
+def shared_files(bundle_dir: Path) -> dict[str, str]:
+    """{name: sha256} of the files every artifact shares: tokenizer, golden references, and the optional ones."""
+    present = [name for name in OPTIONAL_FILES if (bundle_dir / name).is_file()]
+    return {name: sha256_file(bundle_dir / name) for name in (TOKENIZER_FILE, GOLDEN_FILE, *present)}
+
+
+def rehash_shared_files(bundle_dir: str | Path) -> Bundle:
+    """Record the shared files again after one was rewritten on purpose (e.g. genai_config.json re-pointed)."""
+    bundle = load_bundle(bundle_dir, verify=False)
+    manifest = {key: value for key, value in bundle.manifest.items() if key != "checksum"}
+    manifest["files"] = shared_files(bundle.path)
+    _write(bundle.path, manifest)
+    return replace(bundle, manifest=manifest)
 
 
 def _write(bundle_dir: Path, manifest: dict) -> Path:

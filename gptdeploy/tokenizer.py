@@ -2,10 +2,15 @@
 
 Byte-level means every UTF-8 string round-trips exactly (no unknown token). Digits are split one per token, which
 makes arithmetic learnable for small models (the Llama convention).
+
+A tokenizer whose special tokens have other names (one imported from Hugging Face: `<|endoftext|>`, `<s>`, ...)
+names them in a `tokenizer_config.json` next to `tokenizer.json`, the file and keys Hugging Face itself uses, since
+`tokenizer.json` has no place for the bos / eos / pad roles.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,9 +18,10 @@ from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from gptdeploy.errors import TokenizerError
-from gptdeploy.fileio import atomic_write_text
+from gptdeploy.fileio import atomic_write_json, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS_FILE = "tokenizer_config.json"  # Hugging Face's name for the file that names the special tokens
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 
@@ -23,13 +29,14 @@ SPECIAL_TOKENS = [PAD, BOS, EOS]
 class Tokenizer:
     """Text <-> token ids, with the bos/eos/pad ids every other module needs."""
 
-    def __init__(self, backend: BackendTokenizer):
+    def __init__(self, backend: BackendTokenizer, bos: str = BOS, eos: str = EOS, pad: str = PAD):
         self.backend = backend
-        ids = {token: backend.token_to_id(token) for token in SPECIAL_TOKENS}
+        self.special_tokens = {"bos": bos, "eos": eos, "pad": pad}  # role -> token text
+        ids = {token: backend.token_to_id(token) for token in (pad, bos, eos)}
         missing = [token for token, i in ids.items() if i is None]
         if missing:
             raise TokenizerError(f"tokenizer lacks special tokens {missing}; retrain it with gptdeploy")
-        self.pad_id, self.bos_id, self.eos_id = ids[PAD], ids[BOS], ids[EOS]
+        self.pad_id, self.bos_id, self.eos_id = ids[pad], ids[bos], ids[eos]
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -60,16 +67,27 @@ class Tokenizer:
         if not path.is_file():
             raise TokenizerError(f"no tokenizer at {path}; train one first (gptdeploy train writes it)")
         try:
-            return cls(BackendTokenizer.from_file(str(path)))
+            backend = BackendTokenizer.from_file(str(path))
         except Exception as error:  # the Rust library raises plain Exceptions for malformed files
             raise TokenizerError(f"cannot read tokenizer {path}: {error}") from error
+        return cls(backend, **read_special_tokens(path.parent / SPECIAL_TOKENS_FILE))
 
     def save(self, path: str | Path) -> Path:
+        """Write `tokenizer.json`, and `tokenizer_config.json` beside it when the special tokens are not ours."""
         path = Path(path)
         if path.is_dir():
             path = path / TOKENIZER_FILE
         atomic_write_text(path, self.backend.to_str())
+        if self.special_tokens != {"bos": BOS, "eos": EOS, "pad": PAD}:
+            atomic_write_json(path.parent / SPECIAL_TOKENS_FILE, self.special_tokens_config())
         return path
+
+    def special_tokens_config(self) -> dict:
+        """The special tokens in Hugging Face's `tokenizer_config.json` form (transformers and onnxruntime-genai
+        read it too)."""
+        roles = self.special_tokens
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": roles["bos"], "eos_token": roles["eos"],
+                "pad_token": roles["pad"], "clean_up_tokenization_spaces": False}  # fmt: skip
 
     @property
     def vocab_size(self) -> int:
@@ -85,3 +103,28 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special)
+
+
+def read_special_tokens(path: Path) -> dict[str, str]:
+    """bos / eos / pad token texts from a Hugging Face `tokenizer_config.json`; ours when there is none.
+
+    A missing bos or pad falls back to eos, as GPT-2 does (its one `<|endoftext|>` serves all three).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TokenizerError(f"cannot read {path}: {error}") from error
+    roles = {role: _token_text(data.get(f"{role}_token")) if isinstance(data, dict) else None
+             for role in ("bos", "eos", "pad")}  # fmt: skip
+    if roles["eos"] is None:
+        raise TokenizerError(f"{path} names no eos_token; add one so generation knows where text ends")
+    return {role: text or roles["eos"] for role, text in roles.items()}
+
+
+def _token_text(value: object) -> str | None:
+    """A special token as Hugging Face writes it: the text, or an AddedToken dict with a "content" key."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None

@@ -44,6 +44,20 @@ def test_a_fresh_bundle_verifies_and_describes_itself(bundle):
     assert artifact.details["parity"]["passed"] and artifact.opset == 18
     assert loaded.manifest["io"]["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
     assert loaded.config.n_layer == 2 and loaded.manifest["format_version"] == FORMAT_VERSION
+    assert {"genai_config.json", "tokenizer_config.json"} <= loaded.manifest["files"].keys()  # onnxruntime-genai's
+
+
+def test_an_edited_genai_config_is_caught_and_a_deliberate_one_is_recorded(bundle):
+    from gptdeploy.export.genai_config import write_bundle_genai_config
+
+    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    write_bundle_genai_config(bundle, artifact="onnx-copy")
+    genai = json.loads((bundle / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["filename"] == "decoder-copy/model.onnx"
+    load_bundle(bundle)
+    (bundle / "genai_config.json").write_text("{}")
+    with pytest.raises(BundleError, match="genai_config.json does not match its sha256"):
+        load_bundle(bundle)
 
 
 def test_a_flipped_byte_in_the_graph_is_caught(bundle):
@@ -132,11 +146,11 @@ def test_adding_an_existing_name_needs_replace_and_leaves_the_manifest_alone(bun
 
 
 def test_a_failed_stage_leaves_no_folder_behind(bundle):
+    listing = sorted(path.name for path in bundle.iterdir())
     with pytest.raises(RuntimeError), staged_folder(bundle, "decoder-broken") as staging:
         (staging / "model.onnx").write_bytes(b"half")
         raise RuntimeError("interrupted")
-    assert sorted(path.name for path in bundle.iterdir()) == ["decoder", "golden.npz", "manifest.json",
-                                                              "tokenizer.json"]  # fmt: skip
+    assert sorted(path.name for path in bundle.iterdir()) == listing
 
 
 def test_a_manifest_without_a_format_version_is_malformed_not_too_new(bundle):

@@ -1,0 +1,288 @@
+"""Hugging Face folders made here with transformers (random init, nothing downloaded) import into checkpoints that
+compute what transformers computes; what the reference model cannot express is refused by name."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from gptdeploy.errors import CheckpointError, ConfigError, TokenizerError
+
+transformers = pytest.importorskip("transformers", reason="transformers is optional (the dev extra installs it)")
+torch = pytest.importorskip("torch")
+
+TEXTS = ["Mia lives in Riverton. She has a brown dog named Pip.", "Tom had 12 apples and gave 5 to Mia, so 7 left."]
+PROMPT = "Mia lives in Riverton with Tom"
+# Large initial weights make random models' next-token choices decisive, so a greedy comparison over 64 tokens
+# tests the arithmetic rather than how near-ties fall.
+INIT = 0.5
+CASES = {
+    "gpt2-3-heads-odd-vocab": ("gpt2", dict(n_embd=48, n_head=3, n_inner=100)),
+    "gpt2-untied": ("gpt2", dict(n_embd=32, n_head=2, tie_word_embeddings=False)),
+    "llama-gqa-8-to-2": ("llama", dict(num_attention_heads=8, num_key_value_heads=2, intermediate_size=88)),
+    "llama-tied-biased-mha": ("llama", dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+                                            attention_bias=True, mlp_bias=True, rope_theta=500000.0)),
+}  # fmt: skip
+
+
+def save_tokenizer(folder, bos: str, eos: str) -> None:
+    """A byte-level BPE tokenizer saved by transformers, as a downloaded folder would carry it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(dict.fromkeys([bos, eos])), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    backend.train_from_iterator(TEXTS * 10, trainer)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos).save_pretrained(folder)
+
+
+def make_hf_folder(folder, family: str, **overrides):
+    """A random GPT2LMHeadModel or LlamaForCausalLM with a vocabulary of 331 (not a multiple of 8), saved."""
+    torch.manual_seed(0)
+    if family == "gpt2":
+        settings = dict(vocab_size=331, n_positions=96, n_layer=2, bos_token_id=0, eos_token_id=0)
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**settings, initializer_range=INIT, **overrides))
+        save_tokenizer(folder, "<|endoftext|>", "<|endoftext|>")
+    else:
+        rope_theta = overrides.pop("rope_theta", 10000.0)
+        rope = {"rope_type": "default", "rope_theta": rope_theta}
+        settings = dict(vocab_size=331, hidden_size=64, num_hidden_layers=2, max_position_embeddings=96,
+                        bos_token_id=1, eos_token_id=2, rope_parameters=rope)  # fmt: skip
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**settings, initializer_range=INIT, **overrides))
+        save_tokenizer(folder, "<s>", "</s>")
+    model.eval().save_pretrained(folder)
+    return model
+
+
+def hf_greedy(model, ids: list[int], steps: int) -> list[int]:
+    """transformers' own cached decoding, one argmax at a time (generate() would stop at eos)."""
+    with torch.no_grad():
+        output = model(torch.tensor([ids]), use_cache=True)
+        tokens = []
+        for _ in range(steps):
+            tokens.append(int(output.logits[0, -1].argmax()))
+            output = model(torch.tensor([[tokens[-1]]]), cache=output.past_key_values, use_cache=True)
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf") / "llama"
+    make_hf_folder(folder, "llama", num_attention_heads=8, num_key_value_heads=2, intermediate_size=88)
+    return folder
+
+
+def edited_copy(source, target, **config_changes):
+    """A copy of an HF folder whose config.json differs (None deletes a key)."""
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    for key, value in config_changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_imported_model_matches_transformers(tmp_path, case):
+    from gptdeploy.checkpoint import load_checkpoint
+    from gptdeploy.generate import GenerationConfig, generate
+    from gptdeploy.hf_import import import_hf
+    from gptdeploy.runtimes.torch_runtime import TorchRuntime
+
+    family, overrides = CASES[case]
+    reference = make_hf_folder(tmp_path / "hf", family, **overrides)
+    result = import_hf(tmp_path / "hf", tmp_path / "checkpoint")
+    loaded = load_checkpoint(result.checkpoint)
+    assert result.family == family and loaded.config.vocab_size == 331
+    assert result.parameters == sum(p.numel() for p in reference.parameters())
+
+    ids = loaded.tokenizer.encode(PROMPT, bos=True)
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0]
+        logits = loaded.model(torch.tensor([ids]))[0][0]
+    assert (logits - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+    ours = generate(TorchRuntime(loaded.model, loaded.tokenizer), PROMPT, GenerationConfig(64, ignore_eos=True))
+    theirs = hf_greedy(reference, ids, 64)
+    assert ours.tokens == theirs and len(set(theirs)) > 4  # not a degenerate single-token loop
+
+
+def test_the_config_fields_map_onto_gptconfig(tmp_path):
+    from gptdeploy.hf_import import import_hf
+
+    make_hf_folder(tmp_path / "hf", "llama", **CASES["llama-tied-biased-mha"][1], rms_norm_eps=1e-5)
+    config = import_hf(tmp_path / "hf", tmp_path / "checkpoint", block_size=64).config
+    assert (config.positions, config.norm, config.mlp, config.bias, config.tie_embeddings) == (
+        "rope", "rmsnorm", "swiglu", True, True)  # fmt: skip
+    assert (config.rope_theta, config.norm_eps, config.block_size, config.n_kv_head) == (500000.0, 1e-5, 64, None)
+
+
+def test_the_tokenizer_and_its_special_tokens_come_along(llama_folder, tmp_path):
+    from gptdeploy.hf_import import import_hf
+    from gptdeploy.tokenizer import Tokenizer
+
+    import_hf(llama_folder, tmp_path / "checkpoint")
+    ours = Tokenizer.load(tmp_path / "checkpoint")
+    theirs = transformers.AutoTokenizer.from_pretrained(llama_folder)
+    assert (ours.bos_id, ours.eos_id, ours.pad_id) == (theirs.bos_token_id, theirs.eos_token_id, theirs.eos_token_id)
+    for text in [*TEXTS, "Grüße 12345  two  spaces\n"]:
+        assert ours.encode(text) == theirs(text, add_special_tokens=False).input_ids
+        assert ours.decode(ours.encode(text)) == text
+
+
+def test_special_tokens_come_from_config_ids_without_a_tokenizer_config(llama_folder, tmp_path):
+    from gptdeploy.hf_import import import_hf
+    from gptdeploy.tokenizer import Tokenizer
+
+    folder = edited_copy(llama_folder, tmp_path / "hf")
+    (folder / "tokenizer_config.json").unlink()
+    import_hf(folder, tmp_path / "checkpoint")
+    tokenizer = Tokenizer.load(tmp_path / "checkpoint")
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (1, 2, 2)
+
+
+def test_sharded_safetensors_and_transformers_4_rope_keys_import(llama_folder, tmp_path):
+    from gptdeploy.checkpoint import load_checkpoint
+    from gptdeploy.hf_import import import_hf
+
+    model = transformers.LlamaForCausalLM.from_pretrained(llama_folder)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="60KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(llama_folder / name, tmp_path / "sharded" / name)
+    folder = edited_copy(tmp_path / "sharded", tmp_path / "v4", rope_parameters=None, rope_theta=1234.0)
+    loaded = load_checkpoint(import_hf(folder, tmp_path / "checkpoint").checkpoint)
+    assert loaded.config.rope_theta == 1234.0
+    direct = load_checkpoint(import_hf(llama_folder, tmp_path / "direct").checkpoint)
+    for name, tensor in direct.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+
+
+REFUSED_LLAMA = {
+    "rope scaling": (dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}),
+                     "unsupported rope scaling 'linear'"),
+    "llama3 rope": (dict(rope_parameters=None, rope_scaling={"rope_type": "llama3", "factor": 8.0}),
+                    "unsupported rope scaling 'llama3'"),
+    "partial rotary": (dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}),
+                       "partial_rotary_factor=0.5"),
+    "activation": (dict(hidden_act="gelu"), "unsupported hidden_act='gelu'.*silu"),
+    "bias layout": (dict(attention_bias=True, mlp_bias=False), "bias layout attention_bias=True, mlp_bias=False"),
+    "head_dim": (dict(head_dim=16), "head_dim=16 with hidden_size=64 and 8 heads"),
+    "architecture": (dict(architectures=["MistralForCausalLM"]), "architecture MistralForCausalLM is not supported"),
+    "missing field": (dict(num_hidden_layers=None), "config.json lacks n_layer"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REFUSED_LLAMA)
+def test_unsupported_llama_configs_are_refused_and_nothing_is_written(llama_folder, tmp_path, case):
+    from gptdeploy.hf_import import import_hf
+
+    changes, message = REFUSED_LLAMA[case]
+    folder = edited_copy(llama_folder, tmp_path / "hf", **changes)
+    with pytest.raises(ConfigError, match=message):
+        import_hf(folder, tmp_path / "checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(activation_function="gelu"), "activation_function='gelu'.*tanh approximation"),
+        (dict(activation_function="relu"), "activation_function='relu'"),
+        (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=True"),
+        (dict(add_cross_attention=True), "add_cross_attention=True"),
+    ],
+)
+def test_unsupported_gpt2_configs_are_refused(tmp_path, changes, message):
+    from gptdeploy.hf_import import gpt2_config
+
+    with pytest.raises(ConfigError, match=message):
+        gpt2_config({"vocab_size": 64, "n_positions": 32, "n_layer": 1, "n_head": 2, "n_embd": 16, **changes})
+
+
+def test_unusable_files_are_refused_clearly(llama_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from gptdeploy.hf_import import import_hf
+
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        import_hf(tmp_path, tmp_path / "out")
+    pickled = edited_copy(llama_folder, tmp_path / "pickled")
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: pickled weights are never loaded"):
+        import_hf(pickled, tmp_path / "out")
+    no_tokenizer = edited_copy(llama_folder, tmp_path / "no-tokenizer")
+    (no_tokenizer / "tokenizer.json").unlink()
+    with pytest.raises(TokenizerError, match="has no tokenizer.json"):
+        import_hf(no_tokenizer, tmp_path / "out")
+    extra = edited_copy(llama_folder, tmp_path / "extra")
+    tensors = load_file(extra / "model.safetensors")
+    save_file({**tensors, "model.layers.0.self_attn.q_norm.weight": torch.ones(8)}, extra / "model.safetensors")
+    with pytest.raises(CheckpointError, match="no place for: model.layers.0.self_attn.q_norm.weight"):
+        import_hf(extra, tmp_path / "out")
+    mismatched = edited_copy(llama_folder, tmp_path / "mismatched", intermediate_size=96)
+    with pytest.raises(CheckpointError, match=r"mlp.c_fc.weight has shape \(176, 64\), the config implies \(192, 64\)"):
+        import_hf(mismatched, tmp_path / "out")
+    no_eos = edited_copy(llama_folder, tmp_path / "no-eos")
+    (no_eos / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>"}))
+    with pytest.raises(TokenizerError, match="names no eos_token"):
+        import_hf(no_eos, tmp_path / "out")
+    small_vocab = edited_copy(llama_folder, tmp_path / "small-vocab", vocab_size=200)
+    with pytest.raises((TokenizerError, CheckpointError), match="300 tokens but the model's vocabulary only 200"):
+        import_hf(small_vocab, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_checkpoint_is_only_replaced_with_force(llama_folder, tmp_path):
+    from gptdeploy.hf_import import import_hf
+
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "keep.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="already exists; pass --force"):
+        import_hf(llama_folder, tmp_path / "checkpoint")
+    assert (tmp_path / "checkpoint" / "keep.txt").read_text() == "mine"
+    import_hf(llama_folder, tmp_path / "checkpoint", force=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+
+
+def test_an_imported_model_exports_to_a_bundle_with_parity(tmp_path):
+    """Import -> ONNX bundle -> ONNX Runtime, and the bundle's logits are transformers' logits."""
+    pytest.importorskip("onnxscript", reason="the ONNX exporter needs the optional onnxscript package")
+    from gptdeploy.export.pipeline import export_bundle
+    from gptdeploy.hf_import import import_hf
+    from gptdeploy.runtimes.base import load_runtime
+
+    reference = make_hf_folder(tmp_path / "hf", "gpt2", **CASES["gpt2-3-heads-odd-vocab"][1])
+    checkpoint = import_hf(tmp_path / "hf", tmp_path / "checkpoint").checkpoint
+    result = export_bundle(checkpoint, tmp_path / "bundle", tasks=False)
+    assert result.parity, result.parity.failures
+    with load_runtime(tmp_path / "bundle") as runtime:
+        ids = np.array([runtime.tokenizer.encode(PROMPT, bos=True)])
+        runtime.reset(1)
+        logits = runtime.forward(ids, np.ones_like(ids), all_logits=True)[0]
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(ids)).logits[0].numpy()
+    assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_cli_import_hf(llama_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from gptdeploy.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["import-hf", str(llama_folder), "-o", str(tmp_path / "checkpoint"), "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["family"] == "llama" and report["config"]["n_kv_head"] == 2
+    bad = edited_copy(llama_folder, tmp_path / "bad", hidden_act="relu")
+    out = runner.invoke(main, ["import-hf", str(bad), "-o", str(tmp_path / "other")])
+    assert out.exit_code == 1 and "Error: unsupported hidden_act='relu'" in out.output
+    assert "Traceback" not in out.output and not (tmp_path / "other").exists()
