@@ -96,7 +96,10 @@ class OrtRuntime(CachedRuntime):
         self.past = [self._ort_value(empty) for _ in self.past_names]
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
-        positions = np.clip(np.cumsum(attention_mask, axis=1) - 1, 0, None)[:, -input_ids.shape[1] :]
+        if input_ids.shape[1] == 1:  # a decode step: the new token's position is the count of real tokens before it
+            positions = attention_mask.sum(axis=1, keepdims=True) - 1
+        else:
+            positions = np.maximum(np.cumsum(attention_mask, axis=1) - 1, 0)[:, -input_ids.shape[1] :]
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", input_ids)
         binding.bind_cpu_input("attention_mask", attention_mask)
@@ -109,7 +112,9 @@ class OrtRuntime(CachedRuntime):
         outputs = binding.get_outputs()
         self.past = list(outputs[1:])
         logits = outputs[0].numpy()  # (B, T, vocab)
-        return (logits if all_logits else logits[:, -1]).astype(np.float32)
+        if all_logits:
+            return logits.astype(np.float32, copy=False)
+        return np.ascontiguousarray(logits[:, -1], dtype=np.float32)  # copies only when the prompt had several tokens
 
     def _keep_rows(self, rows: np.ndarray) -> None:
         self.past = [self._ort_value(value.numpy()[rows]) for value in self.past]
