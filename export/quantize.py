@@ -34,6 +34,7 @@ from gptdeploy.evaluate import exact_match
 from gptdeploy.export.quantize_graphs import (
     FP32_OPS,
     GRAPH_FILE,
+    INT4_ACCURACY_LEVEL,
     INT4_BLOCK_SIZE,
     convert_fp16,
     graph_opset,
@@ -337,7 +338,7 @@ def _scheme_details(precision: str, io_dtype: str) -> dict:
         return {"calibration": {"data": "shipped corpus", "samples": DEFAULT_SAMPLES, "max_tokens": DEFAULT_MAX_TOKENS,
                                 "method": "MinMax", "symmetric": True}}  # fmt: skip
     if precision == "int4":
-        return {"block_size": INT4_BLOCK_SIZE, "symmetric": True}
+        return {"block_size": INT4_BLOCK_SIZE, "symmetric": True, "accuracy_level": INT4_ACCURACY_LEVEL}
     if precision == "fp16":
         return {"io_dtype": io_dtype, "fp32_ops": [*FP32_OPS, "residual Add"]}
     return {"per_channel": True}

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 GRAPH_FILE = "model.onnx"
 LM_HEAD = "lm_head"
 INT4_OPSET = 21  # the first with int4 tensors (the embedding tables' GatherBlockQuantized)
+# MatMulNBits computes with int8 activations on CPU: on the demo model a decode step 14% and prefill 40% faster
+# than fp32 activations, top-1 agreement 96.0% instead of 96.4%, the same task accuracy.
+INT4_ACCURACY_LEVEL = 4
 INT4_BLOCK_SIZE = 32  # weights per int4 scale; on the demo model 128 (the tool's default) cost 4% top-1, 32 cost 1.5%
 # Op types fp16 graphs keep in fp32: norms (fused or decomposed: x^2, mean, sqrt, 1/x), softmax, and Pow, whose
 # cube in the tanh GELU overflows fp16 above 40. Residual adds are kept by node (see `residual_adds`).
@@ -194,7 +197,8 @@ def quantize_int4(
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True,
-                                         nodes_to_exclude=skip, op_types_to_quantize=("MatMul", "Gather"))  # fmt: skip
+                                         accuracy_level=INT4_ACCURACY_LEVEL, nodes_to_exclude=skip,
+                                         op_types_to_quantize=("MatMul", "Gather"))  # fmt: skip
         quantizer.process()
         quantizer.model.save_model_to_file(str(target), use_external_data_format=True)
     return target
