@@ -62,6 +62,13 @@ class Bundle:
         wanted = repr(name) if name else f"{kind}/{precision}" if precision else kind
         raise BundleError(f"{self.path} has no {wanted} artifact (it has: {available})")
 
+    def runnable(self, kind: str, precision: str = "auto", name: str | None = None) -> Artifact:
+        """What a backend for `kind` opens: the artifact called `name`, else the first of `precision` (auto: any)."""
+        chosen = self.artifact(kind, None if precision == "auto" else precision, name)
+        if chosen.kind != kind:
+            raise BundleError(f"artifact {chosen.name!r} is a {chosen.kind} artifact; this backend runs {kind} ones")
+        return chosen
+
     def file(self, relative: str) -> Path:
         return self.path / relative
 

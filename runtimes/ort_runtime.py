@@ -80,12 +80,9 @@ class OrtRuntime(CachedRuntime):
     ) -> OrtRuntime:
         """Open a bundle's ONNX artifact: the one called `artifact`, else the first of `precision`."""
         bundle = load_bundle(path)
-        chosen = bundle.artifact("onnx", None if precision == "auto" else precision, artifact)
-        if chosen.kind != "onnx":
-            raise BackendError(f"artifact {chosen.name!r} is a {chosen.kind} artifact, not an ONNX graph")
-        artifact = chosen
+        chosen = bundle.runnable("onnx", precision, artifact)
         tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
-        return cls(bundle.file(artifact.path), bundle.config, tokenizer, device, artifact.precision, max_batch_size)
+        return cls(bundle.file(chosen.path), bundle.config, tokenizer, device, chosen.precision, max_batch_size)
 
     def _ort_value(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.ort_device, self.device_id)

@@ -140,9 +140,7 @@ class TrtRuntime(CachedRuntime):
         """Open a bundle's engine (the one called `artifact`, else the first of `precision`) after checking it
         was built for this TensorRT and this GPU."""
         bundle = load_bundle(path)
-        chosen = bundle.artifact("tensorrt", None if precision == "auto" else precision, artifact)
-        if chosen.kind != "tensorrt":
-            raise BackendError(f"artifact {chosen.name!r} is a {chosen.kind} artifact, not a TensorRT engine")
+        chosen = bundle.runnable("tensorrt", precision, artifact)
         tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
         rebuild = rebuild_command(bundle.path, chosen.details)
         return cls(bundle.file(chosen.path), bundle.config, tokenizer, bundle.manifest["io"], device,
