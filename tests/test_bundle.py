@@ -159,3 +159,10 @@ def test_a_manifest_without_a_format_version_is_malformed_not_too_new(bundle):
     (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"is malformed \(format_version None is not a positive integer\); re-export"):
         read_manifest(bundle)
+
+
+def test_a_backend_is_refused_an_artifact_of_another_kind(bundle):
+    loaded = load_bundle(bundle)
+    assert loaded.runnable("onnx", "auto").name == "onnx-fp32"
+    with pytest.raises(BundleError, match="'onnx-fp32' is a onnx artifact; this backend runs tensorrt ones"):
+        loaded.runnable("tensorrt", name="onnx-fp32")
