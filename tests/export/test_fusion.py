@@ -20,8 +20,9 @@ def exported(tmp_path_factory, tokenizer):
 
     root = tmp_path_factory.mktemp("fusion")
     bundles = {}
-    for variant in ("gpt2", "llama"):
-        save_checkpoint(root / variant, tiny_model(seed=3, **MODEL_VARIANTS[variant]), tokenizer)
+    variants = {**MODEL_VARIANTS, "llama-mha": {**MODEL_VARIANTS["llama"], "n_kv_head": None}}
+    for variant in ("gpt2", "llama", "llama-mha"):
+        save_checkpoint(root / variant, tiny_model(seed=3, **variants[variant]), tokenizer)
         bundles[variant] = export_bundle(root / variant, root / f"{variant}-bundle", tasks=False).bundle
     return bundles
 
@@ -78,6 +79,33 @@ def test_llama_family_fuses_attention_with_parity(exported, tmp_path, target):
     bundle = shutil.copytree(exported["llama"], tmp_path / "llama")
     result = optimize_bundle(bundle, target)
     assert result.report.fusions["sdpa"] == 2 and result.parity
+    assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
+
+
+@pytest.mark.parametrize("variant", ["llama-mha", "llama"])
+def test_llama_norms_and_rotary_fuse_for_onnxruntime(exported, tmp_path, variant):
+    """RMSNorm and the rotary embedding become ORT's fused operators: no decomposed RMSNorm, rotate-half or cos/sin
+    left; with as many key/value heads as query heads the cache also flows through MultiHeadAttention."""
+    from gptdeploy.bundle import load_bundle
+    from gptdeploy.export.fusion import optimize_bundle
+
+    bundle = shutil.copytree(exported[variant], tmp_path / variant)
+    result = optimize_bundle(bundle, "onnxruntime")
+    loaded = load_bundle(bundle)
+    ops, n_layer = result.report.op_counts, loaded.config.n_layer
+    assert ops["com.microsoft::SkipSimplifiedLayerNormalization"] == 2 * n_layer
+    assert ops["SimplifiedLayerNormalization"] == 1  # the first block's, before any residual add
+    assert ops["com.microsoft::RotaryEmbedding"] == 2 * n_layer
+    assert ops["com.microsoft::MultiHeadAttention"] == n_layer and "com.microsoft::GroupQueryAttention" not in ops
+    assert not {"Pow", "ReduceMean", "Sqrt", "Reciprocal", "Neg", "Slice", "Softmax"} & set(ops)
+    nodes = attention_nodes(loaded.file(result.artifact.path))
+    if loaded.config.kv_heads == loaded.config.n_head:  # past in, present out of the operator, nothing else left
+        for layer, node in enumerate(nodes):
+            assert f"past_key_values.{layer}.key" in node.input and f"present.{layer}.value" in node.output
+        assert "Transpose" not in ops  # nor a head split/merge around the operator
+    else:  # the head repeat sits between the cache Concat and the operator
+        assert ops["Concat"] >= 2 * n_layer and ops["Expand"] >= 2 * n_layer
+    assert result.parity and result.parity.batch_matches_single
     assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
 
 
