@@ -160,7 +160,7 @@ def plot_command(run_dirs, out: Path) -> None:
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming or reusing earlier checkpoints.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None:
-    """Generate data, pretrain, fine-tune, and report held-out accuracy with a few generations.
+    """Generate data, pretrain, fine-tune, export, fuse and quantize, then compare every backend and variant.
 
     Example: gptdeploy demo          (small model, about 15 minutes on 2 CPU cores)
     """
