@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from onnxscript.rewriter import pattern
 
 from gptdeploy.bundle import Artifact, add_artifact, folder_files, load_bundle, staged_folder
 from gptdeploy.errors import ExportError
+from gptdeploy.export.op_counts import count_ops
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ class FusionReport:
     op_counts: dict[str, int]  # "domain::Op" for non-standard domains, else "Op"
     opset: int
     seconds: float
-
-
-def op_counts(model: ir.Model) -> dict[str, int]:
-    counts = Counter(f"{node.domain}::{node.op_type}" if node.domain else node.op_type for node in model.graph)
-    return dict(counts.most_common())
 
 
 def _normalize_kv_concat(model: ir.Model) -> None:
@@ -247,7 +242,7 @@ def fuse_graph(source: str | Path, destination: str | Path, target: str) -> Fusi
     model = ir.load(source)
     _normalize_kv_concat(model)
     model, fusions = _fuse_for_onnxruntime(model) if target == "onnxruntime" else _fuse_standard(model)
-    counts = op_counts(model)
+    counts = count_ops(model.graph)
     attention = sum(count for op, count in counts.items() if op.split("::")[-1] in ATTENTION_OPS)
     if not attention:
         raise ExportError(f"no attention was fused for {target} (fusions applied: {fusions or 'none'}); the graph "

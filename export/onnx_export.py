@@ -13,7 +13,6 @@ Runtime backend and the bundle manifest: all of them build names from these help
 
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import os
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from gptdeploy.errors import ExportError
+from gptdeploy.export.op_counts import count_ops
 from gptdeploy.model import GPT
 
 logger = logging.getLogger(__name__)
@@ -166,11 +166,6 @@ def _tidy_graph(onnx_program: torch.onnx.ONNXProgram) -> None:
             value.shape = ir.Shape(dims)
 
 
-def _op_counts(onnx_program: torch.onnx.ONNXProgram) -> dict[str, int]:
-    counts = collections.Counter(node.op_type for node in onnx_program.model.graph)
-    return dict(counts.most_common())
-
-
 def _export_model(model: GPT) -> GPT:
     """The model to trace: the caller's own if it is fp32 on CPU, else a converted copy (the caller's is untouched).
 
@@ -219,7 +214,7 @@ def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportRep
             )
         logger.info("traced and converted to ONNX in %.1f s", time.perf_counter() - start)
         _tidy_graph(onnx_program)
-        op_counts = _op_counts(onnx_program)
+        op_counts = count_ops(onnx_program.model.graph)
         # The external data file is named after the destination (`model.onnx` -> `model.onnx.data`) and the graph
         # refers to it by that name, so the temporary files carry the final names inside the temporary folder.
         staged_model, staged_data = workdir / path.name, workdir / f"{path.name}.data"

@@ -11,13 +11,13 @@ What the parser supports per version is the table in `tensorrt_support.py`.
 
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from gptdeploy.bundle import Artifact, Bundle, load_bundle
 from gptdeploy.errors import ConfigError
+from gptdeploy.export.op_counts import count_ops
 from gptdeploy.export.tensorrt_support import (
     ADDED_IN,
     CONSTANT_INPUTS,
@@ -148,8 +148,7 @@ def check_graph(
     checker.check_graph_io()
     checker.check_nodes(model.graph.node)
     checker.check_initializers(path.parent, listed_files, path)
-    counts = collections.Counter(node.op_type for node in model.graph.node)
-    return GraphCheck(name or path.name, str(path), opset, checker.findings, dict(counts.most_common()),
+    return GraphCheck(name or path.name, str(path), opset, checker.findings, count_ops(model.graph.node),
                       checker.int64_tensors())  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, Bundle, add_
 from gptdeploy.bundle import load_bundle as open_bundle
 from gptdeploy.errors import ExportError
 from gptdeploy.evaluate import exact_match
+from gptdeploy.export.op_counts import count_ops
 from gptdeploy.export.quantize_graphs import (
     FP32_OPS,
     GRAPH_FILE,
@@ -40,7 +41,6 @@ from gptdeploy.export.quantize_graphs import (
     graph_opset,
     layer_groups,
     load_prepared,
-    op_counts,
     quantize_int4,
     quantize_int8_dynamic,
     quantize_int8_static,
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 class Scheme:
     precision: str  # the artifact's precision
     scheme: str  # details["scheme"]
-    marker_ops: tuple[str, ...]  # op types a graph of this scheme must contain (else the quantizer did nothing)
+    marker_ops: tuple[str, ...]  # ops (as count_ops names them) a graph of this scheme must contain
     sweep: bool  # the guardrail may keep sensitive layers in fp32
     embeddings: bool = False  # the embedding tables are quantized too (a layer the guardrail may keep)
 
@@ -66,7 +66,7 @@ SCHEMES = {
     "int8": Scheme("int8", "dynamic", ("DynamicQuantizeLinear", "MatMulInteger"), sweep=True, embeddings=True),
     "int8-static": Scheme("int8", "static-qdq", ("QuantizeLinear", "DequantizeLinear"), sweep=True),
     "fp16": Scheme("fp16", "fp16-mixed", ("Cast",), sweep=False),
-    "int4": Scheme("int4", "weight-only-int4", ("MatMulNBits",), sweep=True, embeddings=True),
+    "int4": Scheme("int4", "weight-only-int4", ("com.microsoft::MatMulNBits",), sweep=True, embeddings=True),
 }
 
 
@@ -294,7 +294,7 @@ def quantize_bundle(
         graph, steps, sensitivity = _search(job)
         if not steps[-1]:
             raise ExportError(_failure(job, steps))
-        counts = op_counts(graph)
+        counts = count_ops(onnx.load(str(graph), load_external_data=False).graph.node)
         missing = [op for op in job.scheme.marker_ops if op not in counts]
         if missing:
             raise ExportError(f"the {job.label} graph has no {', '.join(missing)} nodes: nothing was quantized")

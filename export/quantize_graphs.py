@@ -217,11 +217,6 @@ def save_graph(model: onnx.ModelProto, target: Path) -> None:
                     location=f"{target.name}.data", size_threshold=1024)  # fmt: skip
 
 
-def op_counts(path: Path) -> dict[str, int]:
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(collections.Counter(node.op_type for node in model.graph.node).most_common())
-
-
 def _supports_calibration_cache(quantize_static: Callable) -> bool:
     return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
