@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from gptdeploy.errors import ExportError
-from gptdeploy.export.onnx_export import ATTENTION_MASK, POSITION_IDS, past_names, present_names
+from gptdeploy.graph_contract import ATTENTION_MASK, POSITION_IDS, past_names, present_names
 
 MS_DOMAIN = "com.microsoft"
 SEQLENS_K = "seqlens_k"

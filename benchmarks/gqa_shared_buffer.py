@@ -45,17 +45,9 @@ from gqa_graph import SEQLENS_K, TOTAL_SEQUENCE_LENGTH, to_shared_buffer_gqa
 
 from gptdeploy.config import GPTConfig
 from gptdeploy.export.fusion import fuse_graph
-from gptdeploy.export.onnx_export import (
-    ATTENTION_MASK,
-    INPUT_IDS,
-    LOGITS,
-    POSITION_IDS,
-    export_onnx,
-    past_names,
-    present_names,
-)
-from gptdeploy.export.pipeline import quiet_exporter
+from gptdeploy.export.onnx_export import export_onnx
 from gptdeploy.fileio import atomic_write_json
+from gptdeploy.graph_contract import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, past_names, present_names
 from gptdeploy.model import GPT
 from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
 
@@ -240,12 +232,11 @@ def build_graphs(preset: str, folder: Path) -> tuple[GPTConfig, Path, Path]:
     model = GPT(GPTConfig.preset(preset)).eval()
     for name in ("fp32", "fused", "gqa"):
         (folder / name).mkdir(parents=True)
-    with quiet_exporter():
-        fp32 = export_onnx(model, folder / "fp32" / "model.onnx").model_path
+    fp32 = export_onnx(model, folder / "fp32" / "model.onnx").model_path
     fused, gqa = folder / "fused" / "model.onnx", folder / "gqa" / "model.onnx"
-    report = fuse_graph(fp32, fused, "onnxruntime")
+    fusions = fuse_graph(fp32, fused, "onnxruntime")["fusions"]
     rewritten = to_shared_buffer_gqa(fused, gqa)
-    print(f"{preset}: fused {report.fusions}; {rewritten} MultiHeadAttention -> GroupQueryAttention", file=sys.stderr)
+    print(f"{preset}: fused {fusions}; {rewritten} MultiHeadAttention -> GroupQueryAttention", file=sys.stderr)
     return model.config, fused, gqa
 
 

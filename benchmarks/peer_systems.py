@@ -201,8 +201,8 @@ ROWS = {
 def _model_and_tokenizer(shape: str, seed: int):
     import torch
 
+    from gptdeploy.corpus.tasks import generate_tasks
     from gptdeploy.model import GPT, GPTConfig
-    from gptdeploy.tasks import generate_tasks
     from gptdeploy.tokenizer import Tokenizer
 
     torch.manual_seed(seed)
@@ -264,7 +264,7 @@ def _prepare_unguarded(precision: str) -> Callable[[Path, argparse.Namespace], N
 
     def prepare(work: Path, args: argparse.Namespace) -> None:
         from gptdeploy.bundle import load_bundle
-        from gptdeploy.export.quantize_graphs import quantize_int4, quantize_int8_dynamic
+        from gptdeploy.export.quantize_transforms import quantize_int4, quantize_int8_dynamic
 
         bundle = load_bundle(work / "bundle")
         source = bundle.file(bundle.artifact(name="onnx-fp32").path)

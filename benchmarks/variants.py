@@ -29,24 +29,28 @@ import onnxruntime as ort
 import torch
 from common import decode_bars, make_prompt, median_rates, run_cached
 
+from gptdeploy.corpus.world import generate_corpus
 from gptdeploy.export.calibration import CorpusCalibrationReader
 from gptdeploy.export.fusion import fuse_graph
 from gptdeploy.export.onnx_export import export_onnx
-from gptdeploy.export.pipeline import quiet_exporter
-from gptdeploy.export.quantize_graphs import convert_fp16, quantize_int4, quantize_int8_dynamic, quantize_int8_static
+from gptdeploy.export.quantize import calibration_texts
+from gptdeploy.export.quantize_transforms import (
+    convert_fp16,
+    quantize_int4,
+    quantize_int8_dynamic,
+    quantize_int8_static,
+)
 from gptdeploy.model import GPT, GPTConfig
 from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 from gptdeploy.tokenizer import Tokenizer
-from gptdeploy.world import generate_corpus
 
 SHORT, LONG = "decode_tok_s", "long_decode_tok_s"
 
 
 def build_variants(model: GPT, folder: Path, tokenizer: Tokenizer) -> dict[str, Path]:
     """Variant name -> graph file, each made from the one fp32 export of `model`."""
-    with quiet_exporter():
-        fp32 = export_onnx(model, folder / "fp32" / "model.onnx").model_path
+    fp32 = export_onnx(model, folder / "fp32" / "model.onnx").model_path
     graphs = {"ort fp32": fp32}
 
     def make(name: str, transform: Callable[[Path], object]) -> None:
@@ -60,8 +64,9 @@ def build_variants(model: GPT, folder: Path, tokenizer: Tokenizer) -> dict[str, 
     make("ort fused-std", lambda target: fuse_graph(fp32, target, "tensorrt"))
     make("ort int8", lambda target: quantize_int8_dynamic(fp32, target))
     make("ort int8 fused", lambda target: quantize_int8_dynamic(graphs["ort fused"], target))
-    reader = lambda: CorpusCalibrationReader(model.config, tokenizer, samples=16, progress=False)  # noqa: E731
-    make("ort int8-static", lambda target: quantize_int8_static(fp32, target, reader))
+    texts = calibration_texts(generate_corpus().documents, samples=16)
+    reader = lambda: CorpusCalibrationReader(model.config, tokenizer, texts, max_tokens=128, progress=False)  # noqa: E731
+    make("ort int8-static", lambda target: quantize_int8_static(fp32, target, reader=reader))
     make("ort fp16", lambda target: convert_fp16(fp32, target))
     make("ort int4", lambda target: quantize_int4(fp32, target))
     return graphs

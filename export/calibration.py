@@ -1,39 +1,35 @@
-"""Calibration data for static int8 quantization: samples of the shipped corpus, fed as the decoder graph's inputs.
+"""Calibration data for static int8 quantization: training documents, fed as the decoder graph's inputs.
 
 Static (QDQ) quantization fixes every activation's int8 range ahead of time, from the ranges seen while running
-the fp32 graph on representative text. The text is the shipped corpus (regenerated: byte-identical to
-samples/corpus.txt.gz), drawn from the part pretraining trains on, never from the held-out documents the golden
-references and validation use, so parity is measured on text calibration has not seen.
+the fp32 graph on representative text. The caller passes the documents (the CLI and the demo: the shipped corpus);
+they are drawn from the part pretraining trains on, never from the held-out documents the golden references and
+validation use, so parity is measured on text calibration has not seen.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 from gptdeploy.config import GPTConfig
-from gptdeploy.export.onnx_export import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_names
+from gptdeploy.graph_contract import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_names
 from gptdeploy.tokenizer import Tokenizer
-from gptdeploy.world import generate_corpus
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SAMPLES = 64
-DEFAULT_MAX_TOKENS = 128
 # Documents drawn from the first 90% of the corpus: well inside what pretraining trains on (it holds out the last
 # 5%), and far from the last documents the golden references open with.
 TRAIN_SHARE = 0.9
 
 
-def calibration_texts(samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[str]:
-    """`samples` distinct corpus documents, the same ones for a seed on every machine."""
-    documents = generate_corpus().text.split("\n\n")
-    pool = documents[: int(len(documents) * TRAIN_SHARE)]
+def sample_training_documents(documents: Sequence[str], samples: int, seed: int = 0) -> list[str]:
+    """`samples` distinct documents from the training part of `documents`, the same ones for a seed everywhere."""
+    pool = list(documents[: int(len(documents) * TRAIN_SHARE)])
     return random.Random(seed).sample(pool, min(samples, len(pool)))
 
 
@@ -48,17 +44,17 @@ class CorpusCalibrationReader(CalibrationDataReader):
         self,
         config: GPTConfig,
         tokenizer: Tokenizer,
-        samples: int = DEFAULT_SAMPLES,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        texts: Sequence[str],
+        max_tokens: int,
         cache_dtype: type = np.float32,
         progress: bool = True,
     ):
         self.config, self.cache_dtype = config, cache_dtype
         limit = min(max_tokens, config.block_size)
-        self.sequences = [tokenizer.encode(text, bos=True)[:limit] for text in calibration_texts(samples)]
+        self.sequences = [tokenizer.encode(text, bos=True)[:limit] for text in texts]
         self.progress = progress
         self._feeds: Iterator[dict[str, np.ndarray]] | None = None
-        logger.info("calibrating activation ranges on %d samples of the shipped corpus", len(self.sequences))
+        logger.info("calibrating activation ranges on %d documents", len(self.sequences))
 
     def __len__(self) -> int:
         return len(self.sequences)

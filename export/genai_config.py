@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gptdeploy.bundle import TOKENIZER_FILE, load_bundle, rehash_shared_files
+from gptdeploy.bundle import load_bundle, rehash_shared_files
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import ExportError
-from gptdeploy.export.onnx_export import (
+from gptdeploy.fileio import atomic_write_json
+from gptdeploy.graph_contract import (
     ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,
@@ -28,8 +29,7 @@ from gptdeploy.export.onnx_export import (
     input_names,
     output_names,
 )
-from gptdeploy.fileio import atomic_write_json
-from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, Tokenizer
+from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Tokenizer
 
 logger = logging.getLogger(__name__)
 

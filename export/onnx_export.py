@@ -1,14 +1,7 @@
 """Export the reference `GPT` to one ONNX decoder graph that serves both prefill and decode.
 
-The graph takes the KV cache as inputs and returns the extended cache as outputs (past in, present out), so a runtime
-calls the same graph for the prompt (past length 0) and for every generated token (sequence length 1):
-
-    inputs   input_ids [B,S] int64, attention_mask [B,P+S] int64, position_ids [B,S] int64,
-             past_key_values.{i}.key / .value [B,H_kv,P,Dh] float32 for each layer i
-    outputs  logits [B,S,vocab] float32, present.{i}.key / .value [B,H_kv,P+S,Dh] float32
-
-Batch, sequence and past length are dynamic. The names below are the contract between this exporter, the ONNX
-Runtime backend and the bundle manifest: all of them build names from these helpers, never from string literals.
+The graph's IO (names, shapes, dynamic axes) is the contract in `gptdeploy/graph_contract.py`, which every runtime
+reads too; this module only traces the model into that form.
 """
 
 from __future__ import annotations
@@ -20,6 +13,8 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,52 +23,23 @@ from torch import Tensor, nn
 
 from gptdeploy.errors import ExportError
 from gptdeploy.export.op_counts import count_ops
+from gptdeploy.graph_contract import (
+    ATTENTION_MASK,
+    BATCH_DIM,
+    DEFAULT_OPSET,
+    PAST_DIM,
+    SEQUENCE_DIM,
+    TOTAL_DIM,
+    input_names,
+    output_names,
+)
 from gptdeploy.model import GPT
 
 logger = logging.getLogger(__name__)
 
-INPUT_IDS = "input_ids"
-ATTENTION_MASK = "attention_mask"
-POSITION_IDS = "position_ids"
-LOGITS = "logits"
-PAST_KEY = "past_key_values.{}.key"
-PAST_VALUE = "past_key_values.{}.value"
-PRESENT_KEY = "present.{}.key"
-PRESENT_VALUE = "present.{}.value"
-
-BATCH_DIM = "batch"
-SEQUENCE_DIM = "sequence"
-PAST_DIM = "past_sequence"
-TOTAL_DIM = f"{PAST_DIM} + {SEQUENCE_DIM}"  # the exporter's own name for the present length; the mask reuses it
-
-# 18 is the opset the exporter's op library (torchlib) is written for, so no version conversion runs, and every op it
-# emits for this model (LayerNormalization, the decomposed attention and RMSNorm, ...) runs on ONNX Runtime's CPU
-# provider. Later opsets only help where a runtime has kernels for the newer fused ops (Attention, RMSNormalization).
-DEFAULT_OPSET = 18
-
 # Sample sizes the graph is traced with: all >= 2 and distinct from each other and from the head counts, so
 # torch.export neither specializes a dynamic axis to 0 or 1 nor ties two axes together by coincidence.
 _TRACE_BATCH, _TRACE_SEQUENCE, _TRACE_PAST = 3, 5, 7
-
-
-def past_names(n_layer: int) -> list[str]:
-    """Cache inputs in graph order: key then value for each layer."""
-    return [name.format(i) for i in range(n_layer) for name in (PAST_KEY, PAST_VALUE)]
-
-
-def present_names(n_layer: int) -> list[str]:
-    """Cache outputs in graph order, matching `past_names` one to one."""
-    return [name.format(i) for i in range(n_layer) for name in (PRESENT_KEY, PRESENT_VALUE)]
-
-
-def input_names(n_layer: int) -> list[str]:
-    """All graph inputs in order, so runtimes can feed them by name."""
-    return [INPUT_IDS, ATTENTION_MASK, POSITION_IDS, *past_names(n_layer)]
-
-
-def output_names(n_layer: int) -> list[str]:
-    """All graph outputs in order, so runtimes can read them by name."""
-    return [LOGITS, *present_names(n_layer)]
 
 
 @dataclass(frozen=True)
@@ -166,6 +132,23 @@ def _tidy_graph(onnx_program: torch.onnx.ONNXProgram) -> None:
             value.shape = ir.Shape(dims)
 
 
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter that users cannot act on: missing torchvision ops, torch.export's own
+    deprecations, and one warning per input that the batch axis name is taken (every input shares it)."""
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        exporter_log.setLevel(level)
+
+
 def _export_model(model: GPT) -> GPT:
     """The model to trace: the caller's own if it is fp32 on CPU, else a converted copy (the caller's is untouched).
 
@@ -196,11 +179,7 @@ def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportRep
     was_training = source.training
     try:
         source.eval()
-        with warnings.catch_warnings():
-            # Every input shares the batch axis, so the exporter warns once per input that the name is taken.
-            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
-            # torch.export's own use of a deprecated pytree API; nothing a caller can act on.
-            warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+        with quiet_exporter():
             onnx_program = torch.onnx.export(
                 _DecoderGraph(source).eval(),
                 _sample_inputs(source),

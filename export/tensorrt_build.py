@@ -8,8 +8,8 @@ with fp32 islands or an int8 QDQ graph builds to exactly the types it declares. 
 
 The engine gets two optimization profiles derived from the model config, because one range for both phases picks
 kernels that are wrong for both: prefill (batch 1..B, sequence 1..S, empty past) and decode (batch 1..B, one new
-token, past 0..S-1). After the build the engine runs the bundle's golden references; only an engine that passes
-is added to the manifest, with its TensorRT version, GPU, compute capability, profiles and parity.
+token, past 0..S-1). The stage runner then judges the engine on the bundle's golden references, like every artifact,
+and adds it to the manifest with its TensorRT version, GPU, compute capability and profiles only if it passes.
 """
 
 from __future__ import annotations
@@ -19,22 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptdeploy.bundle import (
-    GOLDEN_FILE,
-    TOKENIZER_FILE,
-    Artifact,
-    add_artifact,
-    folder_files,
-    load_bundle,
-    staged_folder,
-)
+from gptdeploy.bundle import Artifact, load_bundle
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError, ConfigError, ExportError
+from gptdeploy.export.pipeline import Stage, StageResult, add_stage
 from gptdeploy.fileio import atomic_write
+from gptdeploy.graph_contract import TOKEN_INPUTS, input_names, past_names
 
 logger = logging.getLogger(__name__)
 
-ENGINE_FILE = "model.plan"
 DEFAULT_MAX_BATCH = 8
 
 Shape = tuple[int, ...]
@@ -51,7 +44,7 @@ class Profile:
         return {"name": self.name, "shapes": {k: [list(s) for s in v] for k, v in self.shapes.items()}}
 
 
-def derive_profiles(config: GPTConfig, input_names: list[str], max_batch: int, max_seq: int) -> list[Profile]:
+def derive_profiles(config: GPTConfig, max_batch: int, max_seq: int) -> list[Profile]:
     """Prefill and decode profiles, in that order (the runtime selects them by index).
 
     The graph's inputs are ids, mask and positions, then the past (B, kv_heads, past, head_dim) of every layer.
@@ -63,7 +56,7 @@ def derive_profiles(config: GPTConfig, input_names: list[str], max_batch: int, m
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
     if not 2 <= max_seq <= config.block_size:
         raise ConfigError(f"--max-seq must be in 2..{config.block_size} (the model's context), got {max_seq}")
-    ids, mask, positions, *past = input_names
+    (ids, mask, positions), past = TOKEN_INPUTS, past_names(config.n_layer)
     B, S, H, D = max_batch, max_seq, config.kv_heads, config.head_dim
     prompt = max(1, S // 4)
     tokens = ((1, 1), (1, prompt), (B, S))
@@ -93,11 +86,6 @@ def engine_name(source: Artifact) -> str:
     return "tensorrt-" + source.name.removeprefix("onnx-")
 
 
-def engine_folder(name: str) -> str:
-    """Where an engine lives in the bundle, beside the graphs: tensorrt-fp32 -> engine-fp32/."""
-    return "engine-" + name.removeprefix("tensorrt-")
-
-
 def parser_errors(parser) -> list[str]:
     """Each parser error with the name and op type of the node it is about."""
     lines = []
@@ -108,61 +96,48 @@ def parser_errors(parser) -> list[str]:
     return lines
 
 
-def build_engine(
-    bundle_dir: str | Path,
-    source: str | None = None,
-    precision: str = "fp32",
+def tensorrt_stage(
+    config: GPTConfig,
+    source: Artifact,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_seq: int | None = None,
     timing_cache: str | Path | None = None,
     workspace: int | None = None,
     device: str = "cuda:0",
-    check: bool = True,
-) -> Artifact:
-    """Build an engine from the ONNX artifact `source` (else the first of `precision`) and add it to the bundle.
+) -> Stage:
+    """The stage that builds an engine for this machine's GPU from the ONNX artifact `source`.
 
     `workspace` caps TensorRT's scratch memory in bytes; `timing_cache` is read if it exists and written after the
-    build (later builds on this GPU then skip most kernel timing). With `check`, the engine must pass parity on
-    the bundle's golden references before it is added.
+    build (later builds on this GPU then skip most kernel timing).
     """
     from gptdeploy.runtimes.trt_runtime import cuda_device, import_tensorrt
 
-    bundle = load_bundle(bundle_dir)
-    onnx_artifact = bundle.artifact("onnx", precision, source)
-    if onnx_artifact.kind != "onnx":
-        raise ExportError(f"artifact {onnx_artifact.name!r} is a {onnx_artifact.kind} artifact; build from ONNX")
-    max_seq = max_seq or bundle.config.block_size
-    inputs = list(bundle.manifest["io"]["inputs"])
-    profiles = derive_profiles(bundle.config, inputs, max_batch, max_seq)
+    if source.kind != "onnx":
+        raise ExportError(f"artifact {source.name!r} is a {source.kind} artifact; build engines from ONNX graphs")
+    max_seq = max_seq or config.block_size
+    profiles = derive_profiles(config, max_batch, max_seq)
     trt = import_tensorrt()
     gpu = cuda_device(device)
     gpu.close()  # only its identity is needed here; TensorRT manages the build's memory
-    start = time.perf_counter()
-    logger.info("building a TensorRT %s engine from %s on %s (compute capability %s)", trt.__version__,
-                onnx_artifact.name, gpu.name, gpu.compute_capability)  # fmt: skip
-    serialized = _build(trt, bundle.file(onnx_artifact.path), inputs, profiles, onnx_artifact.precision,
-                        Path(timing_cache) if timing_cache else None, workspace)  # fmt: skip
-    seconds = time.perf_counter() - start
-    name = engine_name(onnx_artifact)
-    folder = engine_folder(name)
-    details = {"source": onnx_artifact.name, "tensorrt_version": trt.__version__, "gpu": gpu.name,
-               "compute_capability": gpu.compute_capability, "profiles": [p.to_dict() for p in profiles],
-               "max_batch": max_batch, "max_seq": max_seq, "workspace_bytes": workspace, "strongly_typed": True,
-               "tf32": onnx_artifact.precision != "fp32", "build_seconds": round(seconds, 1),
-               "engine_bytes": serialized.nbytes}  # fmt: skip
-    logger.info("built a %.1f MiB engine in %.0f s", serialized.nbytes / 2**20, seconds)
-    with staged_folder(bundle.path, folder) as staging:
-        with open(staging / ENGINE_FILE, "wb") as stream:
-            stream.write(serialized)
-        if check:
-            details["parity"] = _check_parity(bundle, staging / ENGINE_FILE, onnx_artifact.precision, device)
-    artifact = Artifact(name, "tensorrt", onnx_artifact.precision, f"{folder}/{ENGINE_FILE}",
-                        folder_files(bundle.path, folder), None, details)  # fmt: skip
-    add_artifact(bundle.path, artifact, replace_existing=True)
-    return artifact
+    recipe = {"tensorrt_version": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
+              "profiles": [p.to_dict() for p in profiles], "max_batch": max_batch, "max_seq": max_seq,
+              "workspace_bytes": workspace, "strongly_typed": True, "tf32": source.precision != "fp32"}  # fmt: skip
+    cache = Path(timing_cache) if timing_cache else None
+
+    def build(graph: Path, engine: Path) -> dict:
+        logger.info("building a TensorRT %s engine from %s on %s (compute capability %s)", trt.__version__,
+                    source.name, gpu.name, gpu.compute_capability)  # fmt: skip
+        started = time.perf_counter()
+        serialized = _build(trt, graph, config.n_layer, profiles, source.precision, cache, workspace)
+        engine.write_bytes(serialized)
+        logger.info("built a %.1f MiB engine in %.0f s", serialized.nbytes / 2**20, time.perf_counter() - started)
+        return {"build_seconds": round(time.perf_counter() - started, 1)}
+
+    return Stage(engine_name(source), "tensorrt", source.precision, build, recipe, source_precisions=None,
+                 device=device)  # fmt: skip
 
 
-def _build(trt, graph: Path, inputs: list[str], profiles: list[Profile], precision: str, cache: Path | None,
+def _build(trt, graph: Path, n_layer: int, profiles: list[Profile], precision: str, cache: Path | None,
            workspace: int | None):  # fmt: skip
     """Parse, configure and build; returns the serialized engine (an IHostMemory)."""
     trt_logger = trt.Logger(trt.Logger.WARNING)
@@ -172,9 +147,9 @@ def _build(trt, graph: Path, inputs: list[str], profiles: list[Profile], precisi
     if not parser.parse_from_file(str(graph)):  # resolves external weights next to the graph
         raise ExportError(f"TensorRT {trt.__version__} cannot parse {graph.name}: " + "; ".join(parser_errors(parser))
                           + " (`gptdeploy check BUNDLE --target tensorrt` lists every problem)")  # fmt: skip
-    parsed = [network.get_input(i).name for i in range(network.num_inputs)]
-    if parsed != inputs:
-        raise ExportError(f"the graph's inputs {parsed} differ from the bundle's {inputs}; re-export the bundle")
+    parsed, expected = [network.get_input(i).name for i in range(network.num_inputs)], input_names(n_layer)
+    if parsed != expected:
+        raise ExportError(f"the graph's inputs {parsed} differ from gptdeploy's {expected}; re-export the bundle")
     config = builder.create_builder_config()
     if workspace:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
@@ -208,16 +183,21 @@ def _attach_timing_cache(config, path: Path) -> None:
         logger.info("reusing the timing cache %s (%d bytes)", path, len(data))
 
 
-def _check_parity(bundle, engine: Path, precision: str, device: str) -> dict:
-    from gptdeploy.golden import load_golden
-    from gptdeploy.parity import check_parity
-    from gptdeploy.runtimes.trt_runtime import TrtRuntime
-    from gptdeploy.tokenizer import Tokenizer
-
-    logger.info("checking the engine against the golden references")
-    tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
-    with TrtRuntime(engine, bundle.config, tokenizer, bundle.manifest["io"], device, precision) as runtime:
-        report = check_parity(runtime, load_golden(bundle.file(GOLDEN_FILE)))
-    if not report:
-        raise ExportError(f"the TensorRT {precision} engine failed parity: {'; '.join(report.failures)}")
-    return report.to_dict()
+def build_engine(
+    bundle: str | Path,
+    source: str | None = None,
+    precision: str = "fp32",
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_seq: int | None = None,
+    timing_cache: str | Path | None = None,
+    workspace: int | None = None,
+    device: str = "cuda:0",
+    force: bool = False,
+    tasks: bool | None = None,
+) -> StageResult:
+    """Build an engine from the ONNX artifact `source` (else the first of `precision`) and add it to the bundle,
+    only if it passes parity like every artifact."""
+    opened = load_bundle(bundle, verify=False)  # add_stage verifies it; this only picks the source
+    origin = opened.artifact("onnx", precision, source)
+    stage = tensorrt_stage(opened.config, origin, max_batch, max_seq, timing_cache, workspace, device)
+    return add_stage(bundle, stage, origin.name, force, tasks)

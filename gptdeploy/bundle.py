@@ -21,11 +21,12 @@ from gptdeploy import __version__
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BundleError, ConfigError
 from gptdeploy.fileio import atomic_write_json, read_format_json
+from gptdeploy.graph_contract import input_names, output_names
+from gptdeploy.tokenizer import TOKENIZER_FILE
 
 FORMAT = "gptdeploy-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed artifact details, the reference accuracy at the top, decoder-fp32/ for the export
 MANIFEST_FILE = "manifest.json"
-TOKENIZER_FILE = "tokenizer.json"
 GOLDEN_FILE = "golden.npz"
 # Shared files a bundle may also hold: onnxruntime-genai's config for one of its graphs, and the special-token names
 # Hugging Face tools (and onnxruntime-genai's tokenizer) read next to tokenizer.json.
@@ -34,14 +35,48 @@ REEXPORT = "re-export it with `gptdeploy export CHECKPOINT -o BUNDLE`"
 
 
 @dataclass(frozen=True)
+class Guardrail:
+    """How a quantized artifact met its budget: what was kept in fp32 and every candidate measured on the way."""
+
+    budget: dict  # the Tolerance it was held to
+    kept_fp32: list[str]  # layers left unquantized
+    sensitivity: dict[str, float]  # layer -> mean KL with only that layer quantized (measured only on a miss)
+    steps: list[dict]  # each candidate: layers kept, parity numbers, task accuracy, verdict
+
+
+@dataclass(frozen=True)
+class ArtifactDetails:
+    """What the manifest records about one artifact, the same fields whatever stage made it."""
+
+    source: str  # the artifact it was made from; for the exported graph, the checkpoint folder
+    recipe: dict  # the stage's settings: fusion target and rules fired, quantization scheme, TensorRT build
+    parity: dict  # ParityReport.to_dict(), measured on the golden references when the artifact was added
+    task_accuracy: float | None = None  # held-out exact match, when the bundle records PyTorch's
+    guardrail: Guardrail | None = None  # quantized artifacts only
+    op_counts: dict[str, int] = field(default_factory=dict)  # ONNX graphs: "Op" or "domain::Op" -> nodes
+    size_bytes: int = 0  # all of its files
+    seconds: float = 0.0  # how long the stage took, parity included
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArtifactDetails:
+        guardrail = data.get("guardrail")
+        return cls(**{**data, "guardrail": Guardrail(**guardrail) if guardrail is not None else None})
+
+
+@dataclass(frozen=True)
 class Artifact:
     name: str  # unique within the bundle, e.g. "onnx-fp32"
-    kind: str  # "onnx" (later also "tensorrt")
+    kind: str  # "onnx" or "tensorrt"
     precision: str  # fp32, fp16, int8, ...
     path: str  # the file a backend opens, relative to the bundle
     files: dict[str, str]  # every file the artifact needs (graph, external data) -> sha256
     opset: int | None = None
-    details: dict = field(default_factory=dict)  # op counts, fused ops, tool versions, parity results
+    details: ArtifactDetails | None = None  # None only while a stage is still judging it
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Artifact:
+        details = data.get("details")
+        return cls(**{**data, "details": ArtifactDetails.from_dict(details) if details is not None else None})
 
 
 @dataclass(frozen=True)
@@ -51,26 +86,40 @@ class Bundle:
     manifest: dict
     artifacts: list[Artifact]
 
-    def artifact(self, kind: str = "onnx", precision: str | None = None, name: str | None = None) -> Artifact:
-        """The artifact called `name`, else the first of `kind` (and `precision`, if given)."""
+    def artifact(self, kind: str | None = None, precision: str | None = None, name: str | None = None) -> Artifact:
+        """The artifact called `name`, else the first of `kind` and `precision` (None: any)."""
         for artifact in self.artifacts:
             if name is not None and artifact.name == name:
                 return artifact
-            if name is None and artifact.kind == kind and precision in (None, artifact.precision):
+            if name is None and kind in (None, artifact.kind) and precision in (None, artifact.precision):
                 return artifact
         available = ", ".join(f"{a.name} ({a.kind} {a.precision})" for a in self.artifacts) or "none"
-        wanted = repr(name) if name else f"{kind}/{precision}" if precision else kind
+        wanted = repr(name) if name else "/".join(filter(None, (kind, precision))) or "any"
         raise BundleError(f"{self.path} has no {wanted} artifact (it has: {available})")
 
-    def runnable(self, kind: str, precision: str = "auto", name: str | None = None) -> Artifact:
-        """What a backend for `kind` opens: the artifact called `name`, else the first of `precision` (auto: any)."""
+    def runnable(self, kind: str | None, precision: str = "auto", name: str | None = None) -> Artifact:
+        """What a backend for `kind` (None: any backend) opens: the artifact called `name`, else the first of
+        `precision` (auto: any)."""
         chosen = self.artifact(kind, None if precision == "auto" else precision, name)
-        if chosen.kind != kind:
+        if kind is not None and chosen.kind != kind:
             raise BundleError(f"artifact {chosen.name!r} is a {chosen.kind} artifact; this backend runs {kind} ones")
         return chosen
 
     def file(self, relative: str) -> Path:
         return self.path / relative
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        """PyTorch's held-out task accuracy measured at export, when the model was tuned on the shipped tasks."""
+        return self.manifest["reference"].get("task_accuracy")
+
+
+FOLDER_PREFIX = {"onnx": "decoder", "tensorrt": "engine"}
+
+
+def artifact_folder(kind: str, name: str) -> str:
+    """Where an artifact's files live in the bundle: onnx-int8 -> decoder-int8/, tensorrt-fp32 -> engine-fp32/."""
+    return f"{FOLDER_PREFIX[kind]}-{name.removeprefix(kind + '-')}"
 
 
 def sha256_file(path: Path) -> str:
@@ -86,17 +135,22 @@ def _checksum(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def write_manifest(bundle_dir: Path, config: GPTConfig, io: dict, artifacts: list[Artifact], tools: dict) -> Path:
-    """Hash the shared files and write manifest.json last, atomically, with its own checksum."""
+def write_manifest(bundle_dir: Path, config: GPTConfig, tools: dict, reference: dict) -> Path:
+    """Hash the shared files and write a manifest with no artifact yet (stages add them), atomically.
+
+    `reference` says what the artifacts are checked against: the checkpoint, and PyTorch's held-out task accuracy
+    when it was measured.
+    """
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "gptdeploy_version": __version__,
         "tools": tools,
         "model": config.to_dict(),
-        "io": io,
+        "io": {"inputs": input_names(config.n_layer), "outputs": output_names(config.n_layer)},
+        "reference": reference,
         "files": shared_files(bundle_dir),
-        "artifacts": [asdict(artifact) for artifact in artifacts],
+        "artifacts": [],
     }
     return _write(bundle_dir, manifest)
 
@@ -173,6 +227,9 @@ def read_manifest(bundle_dir: str | Path) -> dict:
         raise BundleError(f"{bundle_dir} is not a bundle (no {MANIFEST_FILE}; an export may have been cut short); "
                           f"{REEXPORT}")  # fmt: skip
     manifest = read_format_json(path, FORMAT, FORMAT_VERSION, BundleError, REEXPORT, "bundle")
+    if manifest["format_version"] < FORMAT_VERSION:
+        raise BundleError(f"{bundle_dir} is a format-{manifest['format_version']} bundle from an earlier gptdeploy; "
+                          f"{REEXPORT}")  # fmt: skip
     if manifest.get("checksum") != _checksum(manifest):
         raise BundleError(f"{path} was edited after export (its checksum does not match); {REEXPORT}")
     return manifest
@@ -184,7 +241,7 @@ def load_bundle(bundle_dir: str | Path, verify: bool = True) -> Bundle:
     manifest = read_manifest(bundle_dir)
     try:
         config = GPTConfig.from_dict(manifest["model"])
-        artifacts = [Artifact(**entry) for entry in manifest["artifacts"]]
+        artifacts = [Artifact.from_dict(entry) for entry in manifest["artifacts"]]
     except (KeyError, TypeError, ConfigError) as error:
         raise BundleError(f"{bundle_dir / MANIFEST_FILE} is malformed ({error}); {REEXPORT}") from error
     if verify:

@@ -6,18 +6,21 @@ never pairs weights and optimizer from different steps) is one file loaded with 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
 
 from gptdeploy import __version__
+from gptdeploy.config import GPTConfig
 from gptdeploy.errors import CheckpointError, ConfigError
 from gptdeploy.fileio import atomic_write, atomic_write_json, read_format_json
-from gptdeploy.model import GPT, GPTConfig
 from gptdeploy.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from gptdeploy.model import GPT
 
 FORMAT = "gptdeploy-checkpoint"
 FORMAT_VERSION = 1
@@ -42,6 +45,9 @@ def save_checkpoint(
     path: str | Path, model: GPT, tokenizer: Tokenizer, info: dict | None = None, train_state: dict | None = None
 ) -> Path:
     """Write (or update) a checkpoint folder; each file is replaced atomically and config.json comes last."""
+    import torch
+    from safetensors.torch import save_model
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
@@ -76,8 +82,12 @@ def read_config(path: str | Path) -> tuple[GPTConfig, dict]:
     return model_config, data
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:
     """Load a checkpoint folder for inference (model in eval mode)."""
+    from safetensors.torch import load_model
+
+    from gptdeploy.model import GPT
+
     path = Path(path)
     config, info = read_config(path)
     tokenizer = Tokenizer.load(path)
@@ -96,8 +106,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     return Checkpoint(path=path, model=model.to(device).eval(), tokenizer=tokenizer, info=info)
 
 
+def parameter_count(path: str | Path) -> int:
+    """Parameters a checkpoint stores, read from its weights file without building the model (a tied head is stored,
+    and counted, once)."""
+    from safetensors import safe_open
+
+    weights = Path(path) / WEIGHTS_FILE
+    try:
+        with safe_open(str(weights), "numpy") as stored:
+            return sum(math.prod(stored.get_slice(name).get_shape()) for name in stored.keys())  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"cannot read weights {weights}: {error}".splitlines()[0]) from error
+
+
 def load_train_state(path: str | Path) -> dict:
     """The training state saved next to a checkpoint (never unpickles arbitrary objects)."""
+    import torch
+
     state_file = Path(path) / TRAIN_STATE_FILE
     if not state_file.is_file():
         raise CheckpointError(f"cannot resume: {state_file} is missing (the run was not checkpointed yet)")

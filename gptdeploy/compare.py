@@ -9,12 +9,12 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptdeploy.corpus.tasks import Example
 from gptdeploy.evaluate import exact_match
 from gptdeploy.generate import GenerationConfig, generate
 from gptdeploy.golden import Golden
 from gptdeploy.parity import check_parity
 from gptdeploy.runtimes.base import Runtime, load_runtime
-from gptdeploy.tasks import Example
 
 SPEED_PROMPT = "On Monday, Tom went to the market in"
 

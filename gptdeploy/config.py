@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 from gptdeploy.errors import ConfigError
+from gptdeploy.validation import check_field_types, check_ranges
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class GPTConfig:
     dropout: float = 0.0  # training only; 0 for small data sets that are not overfitted
 
     def __post_init__(self) -> None:
-        self._check_types()
-        checks = [
+        check_field_types(self, ConfigError, "model config")
+        check_ranges([
             (self.vocab_size > 0, f"vocab_size must be positive, got {self.vocab_size}"),
             (self.block_size > 0, f"block_size must be positive, got {self.block_size}"),
             (self.n_layer > 0, f"n_layer must be positive, got {self.n_layer}"),
@@ -46,24 +47,7 @@ class GPTConfig:
             (self.positions != "rope" or self.head_dim % 2 == 0,
              f"rotary positions need an even head_dim, got {self.head_dim}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    def _check_types(self) -> None:
-        """Values from JSON or the command line arrive untyped; a wrong type gets a clear error, not a crash later."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.default is None:
-                continue
-            expected = int if f.default is None else type(f.default)
-            if expected is float:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
-            if not ok:
-                raise ConfigError(f"model config field {f.name} must be {expected.__name__}, got {value!r}")
+        ], ConfigError)  # fmt: skip
 
     @property
     def head_dim(self) -> int:

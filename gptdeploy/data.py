@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gptdeploy.corpus.tasks import Example
 from gptdeploy.errors import DataError
-from gptdeploy.tasks import Example
 from gptdeploy.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (prompt tokens, padding)

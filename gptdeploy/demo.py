@@ -6,26 +6,31 @@ Stages that already finished in `out_dir` are reused and interrupted ones resume
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gptdeploy.bundle import GOLDEN_FILE, MANIFEST_FILE, load_bundle
-from gptdeploy.checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, read_config
+from gptdeploy.checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, parameter_count, read_config
 from gptdeploy.compare import compare_backends, describe_rows
+from gptdeploy.corpus.tasks import Example, check_answer, generate_tasks
+from gptdeploy.corpus.world import corpus_stats, generate_corpus
 from gptdeploy.errors import ConfigError, ExportError
 from gptdeploy.evaluate import exact_match
-from gptdeploy.export.pipeline import export_bundle
+from gptdeploy.export.pipeline import add_stage, export_bundle
+from gptdeploy.export.quantize import calibration_texts
 from gptdeploy.fileio import atomic_write_json
-from gptdeploy.golden import load_golden
+from gptdeploy.golden import golden_prompts, load_golden
 from gptdeploy.plot import plot_losses
 from gptdeploy.runtimes.base import load_runtime
 from gptdeploy.stages import finetune, pretrain
-from gptdeploy.tasks import check_answer, generate_tasks
+from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.train import TrainConfig
-from gptdeploy.world import corpus_stats, generate_corpus
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,39 +69,42 @@ def stage_status(stage_dir: Path, preset: str) -> str:
     return "resume" if (stage_dir / TRAIN_STATE_FILE).is_file() else "new"
 
 
-def run_demo(
-    out_dir: str | Path, plan: DemoPlan = FULL, fresh: bool = False, log: Callable[[str], None] = print
-) -> dict:
-    """Run (or continue) the demo in `out_dir` and return its numbers; also writes demo.json and loss.png."""
+def run_demo(out_dir: str | Path, plan: DemoPlan = FULL, fresh: bool = False) -> dict:
+    """Run (or continue) the demo in `out_dir` and return its numbers; also writes demo.json and loss.png.
+
+    Each stage logs a `[i/7]` line (the CLI shows them on stderr).
+    """
     out_dir = Path(out_dir)
     pretrain_dir, finetune_dir, bundle_dir = out_dir / "pretrain", out_dir / "finetune", out_dir / "bundle"
     if fresh:
         for stage_dir in (pretrain_dir, finetune_dir, bundle_dir):
             shutil.rmtree(stage_dir, ignore_errors=True)
     started = time.perf_counter()
-    log("[1/6] generating the shipped corpus and tasks")
-    corpus = corpus_stats(generate_corpus())
+    logger.info("[1/7] generating the shipped corpus and tasks")
+    corpus = generate_corpus()
     train_examples, heldout = generate_tasks()
 
     status = stage_status(pretrain_dir, plan.preset)
-    log(f"[2/7] pretraining the '{plan.preset}' model ({status})")
+    logger.info("[2/7] pretraining the '%s' model (%s)", plan.preset, status)
     if status != "done":
-        pretrain(pretrain_dir, plan.preset, train_config=plan.pretrain, resume=status == "resume")
+        pretrain(pretrain_dir, plan.preset, corpus.documents, plan.pretrain, resume=status == "resume")
     finetune_status = stage_status(finetune_dir, plan.preset)
-    log(f"[3/7] fine-tuning on {len(train_examples):,} task examples ({finetune_status})")
+    logger.info("[3/7] fine-tuning on %s task examples (%s)", f"{len(train_examples):,}", finetune_status)
     if finetune_status != "done":
-        finetune(pretrain_dir, finetune_dir, train_config=plan.finetune, resume=finetune_status == "resume")
+        finetune(pretrain_dir, finetune_dir, (train_examples, heldout), plan.finetune,
+                 resume=finetune_status == "resume")  # fmt: skip
 
-    log(f"[4/7] evaluating on {len(heldout)} held-out examples")
-    runtime = load_runtime(finetune_dir, backend="torch")
-    report = exact_match(runtime, heldout)
+    logger.info("[4/7] evaluating on %d held-out examples", len(heldout))
+    with load_runtime(finetune_dir, backend="torch") as runtime:
+        report = exact_match(runtime, heldout)
     fresh_bundle = not (bundle_dir / MANIFEST_FILE).is_file() or finetune_status != "done"
-    log(f"[5/7] exporting to ONNX and checking parity ({'new' if fresh_bundle else 'done'})")
+    logger.info("[5/7] exporting to ONNX and checking parity (%s)", "new" if fresh_bundle else "done")
     if fresh_bundle:
-        export_bundle(finetune_dir, bundle_dir, force=True)
-    log("[6/7] fusing and quantizing the graph, each variant within its accuracy budget")
-    rejected = add_variants(bundle_dir, log)
-    log("[7/7] comparing backends and variants: parity, task accuracy, decode speed")
+        prompts = golden_prompts(heldout, corpus.documents)
+        export_bundle(finetune_dir, bundle_dir, force=True, heldout=heldout, prompts=prompts)
+    logger.info("[6/7] fusing and quantizing the graph, each variant within its accuracy budget")
+    rejected = add_variants(bundle_dir, heldout, calibration_texts(corpus.documents))
+    logger.info("[7/7] comparing backends and variants: parity, task accuracy, decode speed")
     bundle = load_bundle(bundle_dir)
     golden = load_golden(bundle.file(GOLDEN_FILE))
     models = [("torch", finetune_dir, None)] + [("onnxruntime", bundle_dir, a.name) for a in bundle.artifacts]
@@ -104,8 +112,8 @@ def run_demo(
     shown = range(0, len(heldout), max(1, len(heldout) // 6))[:6]
     result = {
         "preset": plan.preset,
-        "parameters": runtime.model.num_parameters(),
-        "corpus": corpus,
+        "parameters": parameter_count(finetune_dir),
+        "corpus": corpus_stats(corpus),
         "pretrain": _stage_summary(pretrain_dir),
         "finetune": _stage_summary(finetune_dir),
         "heldout": report.to_dict(),
@@ -129,32 +137,28 @@ def run_demo(
     return result
 
 
-# How each variant is made: (artifact name, fusion target or quantization precision).
-VARIANTS = [
-    ("onnx-fused-ort", "onnxruntime"), ("onnx-fused-std", "tensorrt"), ("onnx-int8", "int8"),
-    ("onnx-int8-static", "int8-static"), ("onnx-fp16", "fp16"), ("onnx-int4", "int4"),
-]  # fmt: skip
+def add_variants(bundle_dir: Path, heldout: Sequence[Example], calibration: Sequence[str]) -> dict[str, str]:
+    """Add each fused and quantized variant the bundle lacks; returns {name: reason} for those that missed their
+    budget."""
+    from gptdeploy.export.fusion import TARGETS, fusion_stage
+    from gptdeploy.export.quantize import SCHEMES, quantization_stage
 
-
-def add_variants(bundle_dir: Path, log: Callable[[str], None]) -> dict[str, str]:
-    """Add each variant the bundle lacks; returns {name: reason} for those that missed their budget."""
-    from gptdeploy.export.fusion import TARGETS, optimize_bundle
-    from gptdeploy.export.quantize import quantize_bundle
-
-    present = {artifact.name for artifact in load_bundle(bundle_dir).artifacts}
+    bundle = load_bundle(bundle_dir)
+    tokenizer = Tokenizer.load(bundle.path)
+    stages = [fusion_stage(target) for target in TARGETS]
+    stages += [quantization_stage(precision, bundle.config, tokenizer, calibration_texts=calibration)
+               for precision in SCHEMES]  # fmt: skip
+    present = {artifact.name for artifact in bundle.artifacts}
     rejected = {}
-    for name, how in VARIANTS:
-        if name in present:
+    for stage in stages:
+        if stage.name in present:
             continue
-        log(f"      {name}")
+        logger.info("      %s", stage.name)
         try:
-            if how in TARGETS:
-                optimize_bundle(bundle_dir, how)
-            else:
-                quantize_bundle(bundle_dir, how)
+            add_stage(bundle_dir, stage, heldout=heldout)
         except ExportError as error:
-            log(f"      {name} rejected: {error}")
-            rejected[name] = str(error)
+            logger.info("      %s rejected: %s", stage.name, error)
+            rejected[stage.name] = str(error)
     return rejected
 
 

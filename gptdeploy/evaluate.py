@@ -6,9 +6,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gptdeploy.corpus.tasks import Example, check_answer
 from gptdeploy.generate import GenerationConfig, generate
 from gptdeploy.runtimes.base import Runtime
-from gptdeploy.tasks import Example, check_answer
 
 
 @dataclass(frozen=True)

@@ -16,34 +16,29 @@ import numpy as np
 
 from gptdeploy.errors import GenerationError
 from gptdeploy.runtimes.base import Runtime
-from gptdeploy.sampling import Sampler, SamplingParams
+from gptdeploy.sampling import Sampler, SamplingParams, setting
+from gptdeploy.validation import check_ranges
 
 FinishReason = Literal["length", "stop", "eos", "context_full"]
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    max_new_tokens: int = 64  # generated tokens only; the prompt never counts
-    temperature: float = 0.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    min_p: float = 0.0  # 0 = off
-    repetition_penalty: float = 1.0  # 1 = off
-    seed: int = 0
-    stop_strings: tuple[str, ...] = ()  # generation ends before the first occurrence; the text excludes it
-    stop_token_ids: tuple[int, ...] = ()  # generation ends on these tokens (excluded from the result)
-    ignore_eos: bool = False  # keep going past eos (benchmarks that need a fixed length)
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig(SamplingParams):
+    """Sampling (the fields of `SamplingParams`) plus when to stop."""
+
+    max_new_tokens: int = setting(64, "Tokens to generate (the prompt never counts).")
+    stop_strings: tuple[str, ...] = setting((), "Stop before this text (repeatable).", option="--stop", multiple=True)
+    stop_token_ids: tuple[int, ...] = setting((), "Stop on these token ids (excluded from the result).", cli=False)
+    ignore_eos: bool = setting(False, "Keep going past eos (benchmarks that need a fixed length).", flag=True)
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if any(not s for s in self.stop_strings):
-            raise GenerationError("stop strings must not be empty")
-        self.sampling  # validates the sampling parameters  # noqa: B018
-
-    @property
-    def sampling(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty)
+        super().__post_init__()
+        check_ranges([
+            (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
+            (all(isinstance(s, str) and s for s in self.stop_strings), "stop strings must be non-empty text"),
+            (all(isinstance(t, int) and not isinstance(t, bool) for t in self.stop_token_ids),
+             f"stop token ids must be integers, got {self.stop_token_ids}"),
+        ], GenerationError)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,7 @@ class _Decoding:
         self.runtime, self.config, self.tokenizer = runtime, config, runtime.tokenizer
         self.rows = [_Row(first_index + i, p, self._encode(first_index + i, p)) for i, p in enumerate(prompts)]
         self.active = list(self.rows)
-        self.sampler = Sampler(config.sampling, config.seed, [row.index for row in self.rows])
+        self.sampler = Sampler(config, [row.index for row in self.rows])
         self.stop_ids = set(config.stop_token_ids)
         self.prefill_seconds = self.decode_seconds = 0.0
 

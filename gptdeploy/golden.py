@@ -13,25 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from gptdeploy.corpus.tasks import Example
 from gptdeploy.errors import BundleError
 from gptdeploy.fileio import atomic_write
 from gptdeploy.generate import GenerationConfig, generate
 from gptdeploy.runtimes.base import Runtime
-from gptdeploy.tasks import generate_tasks
-from gptdeploy.world import generate_corpus
 
 CONTINUATION_TOKENS = 12
 
 
-def default_prompts() -> list[str]:
-    """Held-out data only: two prompts of each fine-tuning task and the openings of the last corpus documents
-    (the validation split, never trained on), so the logits compared are those of real, unseen text."""
-    heldout = generate_tasks()[1]
+def golden_prompts(heldout: Sequence[Example], documents: Sequence[str]) -> list[str]:
+    """Held-out data only: two prompts of each fine-tuning task and the openings of the last three documents (the
+    validation split, never trained on), so the logits compared are those of real, unseen text."""
     tasks: list[str] = []
     for task in dict.fromkeys(e.task for e in heldout):
         tasks += [e.prompt for e in heldout if e.task == task][:2]
-    documents = generate_corpus().text.split("\n\n")[-3:]
-    return tasks + [document.split(". ")[0] for document in documents]
+    return tasks + [document.split(". ")[0] for document in documents[-3:]]
 
 
 @dataclass(frozen=True)
@@ -45,11 +42,8 @@ class Golden:
         return self.tokens[index][self.prompt_lengths[index] :].tolist()
 
 
-def compute_golden(
-    runtime: Runtime, prompts: Sequence[str] | None = None, new_tokens: int = CONTINUATION_TOKENS
-) -> Golden:
+def compute_golden(runtime: Runtime, prompts: Sequence[str], new_tokens: int = CONTINUATION_TOKENS) -> Golden:
     """Greedy continuations (eos ignored, so every one has `new_tokens`) and teacher-forced logits over them."""
-    prompts = default_prompts() if prompts is None else prompts
     results = generate(runtime, list(prompts), GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True))
     tokens, logits = [], []
     for prompt, result in zip(prompts, results, strict=True):

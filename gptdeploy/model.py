@@ -168,14 +168,15 @@ class GPT(nn.Module):
         past_kv: None (nothing cached), a list of per-layer (key, value) tensors (B, n_kv_head, P, head_dim) to
             extend by concatenation, or a `KVCache` that stores in place (what a runtime pre-allocates).
         attention_mask: (B, P + T), 1 for real tokens and 0 for (left) padding; None means all real.
-        position_ids: (B, T); None derives them from the mask (padding does not advance positions).
+        position_ids: (B, T); None means P..P+T-1 (a padded batch passes the positions each row has alone:
+            `gptdeploy.graph_contract.position_ids`).
         Returns logits (B, T, vocab) and the cache: the list of presents, or the `KVCache` passed in.
         """
         B, T = idx.shape
         cache = past_kv if past_kv is not None and hasattr(past_kv, "update") else ConcatKVCache(past_kv)
         past_len = cache.length
         if position_ids is None:
-            position_ids = default_position_ids(attention_mask, past_len, T, idx.device)
+            position_ids = torch.arange(past_len, past_len + T, device=idx.device)[None]  # (1, T)
         if attention_mask is None and past_len == 0:
             mask = None  # plain causal attention: lets SDPA take its fastest kernel
         else:
@@ -192,14 +193,6 @@ class GPT(nn.Module):
             x = block(x, rope, mask, cache)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         return logits, cache.present if isinstance(cache, ConcatKVCache) else cache
-
-
-def default_position_ids(attention_mask: Tensor | None, past_len: int, T: int, device: torch.device) -> Tensor:
-    """Positions of the T new tokens: counting only real tokens, so left padding does not shift a row."""
-    if attention_mask is None:
-        return torch.arange(past_len, past_len + T, device=device)[None]  # (1, T)
-    positions = attention_mask.long().cumsum(-1) - 1  # (B, P + T)
-    return positions.clamp(min=0)[:, past_len:]  # (B, T)
 
 
 def causal_mask(

@@ -8,18 +8,19 @@ each prompt alone. Tolerances live in one per-precision table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, load_bundle
+from gptdeploy.bundle import GOLDEN_FILE, load_bundle
+from gptdeploy.corpus.tasks import Example
+from gptdeploy.errors import BackendError
 from gptdeploy.evaluate import exact_match
 from gptdeploy.generate import GenerationConfig, generate
 from gptdeploy.golden import Golden, compute_golden, load_golden
-from gptdeploy.runtimes.base import Runtime
-from gptdeploy.tasks import generate_tasks
-from gptdeploy.tokenizer import Tokenizer
+from gptdeploy.runtimes.base import Runtime, open_artifact
 
 
 @dataclass(frozen=True)
@@ -149,17 +150,17 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
 
 
 def run_parity(
-    bundle_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu", tasks: bool = False
+    bundle_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    heldout: Sequence[Example] | None = None,
 ) -> list[dict]:
-    """Check every ONNX artifact of a bundle against its golden references, or against fresh ones from the
-    checkpoint; with `tasks`, also the held-out exact match of each artifact (and of the checkpoint)."""
-    from gptdeploy.runtimes.ort_runtime import OrtRuntime
-
+    """Check every artifact of a bundle against its golden references, or against fresh ones from the checkpoint;
+    with `heldout`, also each artifact's held-out exact match next to the reference's. An artifact whose backend
+    this machine lacks (a TensorRT engine without TensorRT or a GPU) is reported as not run, and fails."""
     bundle = load_bundle(bundle_dir)
-    tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
     golden = load_golden(bundle.file(GOLDEN_FILE))
-    heldout = generate_tasks()[1] if tasks else None
-    reference_accuracy = None
+    reference_accuracy = bundle.reference_accuracy
     if checkpoint is not None:
         from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
@@ -167,11 +168,17 @@ def run_parity(
             golden = compute_golden(reference, golden.prompts)
             reference_accuracy = exact_match(reference, heldout).accuracy if heldout else None
     reports = []
-    for artifact in (a for a in bundle.artifacts if a.kind == "onnx"):
-        with OrtRuntime(bundle.file(artifact.path), bundle.config, tokenizer, device, artifact.precision) as runtime:
+    for artifact in bundle.artifacts:
+        try:
+            runtime = open_artifact(bundle, artifact, device)
+        except BackendError as error:
+            reports.append({"artifact": artifact.name, "precision": artifact.precision, "passed": False,
+                            "not_run": str(error)})  # fmt: skip
+            continue
+        with runtime:
             report = {"artifact": artifact.name, **check_parity(runtime, golden).to_dict()}
             if heldout:
                 report["accuracy"] = exact_match(runtime, heldout).accuracy
                 report["reference_accuracy"] = reference_accuracy
-            reports.append(report)
+        reports.append(report)
     return reports

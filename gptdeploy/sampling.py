@@ -15,32 +15,40 @@ request samples the same tokens however it is split into batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gptdeploy.errors import GenerationError
+from gptdeploy.validation import check_field_types, check_ranges
 
 
-@dataclass(frozen=True)
+def setting(default: object, help: str, **cli: object) -> object:
+    """A dataclass field with the help text its command-line option shows (`cli` overrides the option's form)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True, kw_only=True)
 class SamplingParams:
-    temperature: float = 0.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    min_p: float = 0.0  # 0 = off
-    repetition_penalty: float = 1.0  # 1 = off; > 1 discourages repeats
+    """How the next token is chosen: the one declaration the API, the CLI options and the C API all read."""
+
+    temperature: float = setting(0.0, "0 = greedy.")
+    top_k: int = setting(0, "Keep the k most likely tokens (0 = off).")
+    top_p: float = setting(1.0, "Nucleus sampling mass (1 = off).")
+    min_p: float = setting(0.0, "Drop tokens below min_p x the most likely (0 = off).")
+    repetition_penalty: float = setting(1.0, "> 1 discourages repeats (1 = off).")
+    seed: int = setting(0, "Sampling seed (>= 0).")
 
     def __post_init__(self) -> None:
-        checks = [
+        check_field_types(self, GenerationError, "sampling")
+        check_ranges([
             (self.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {self.temperature}"),
             (self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}"),
             (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
             (0 <= self.min_p < 1, f"min_p must be in [0, 1), got {self.min_p}"),
             (self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise GenerationError(message)
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+        ], GenerationError)  # fmt: skip
 
     @property
     def greedy(self) -> bool:
@@ -77,9 +85,9 @@ def token_probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarra
 class Sampler:
     """Picks the next token of each row; holds one seeded generator per row of the original batch."""
 
-    def __init__(self, params: SamplingParams, seed: int, rows: Sequence[int]):
+    def __init__(self, params: SamplingParams, rows: Sequence[int]):
         self.params = params
-        self.generators = {row: np.random.default_rng([seed, row]) for row in rows}
+        self.generators = {row: np.random.default_rng([params.seed, row]) for row in rows}
 
     def sample(
         self, logits: np.ndarray, rows: Sequence[int], histories: Sequence[Sequence[int]] | None = None

@@ -14,15 +14,13 @@ import torch
 
 from gptdeploy import distributed
 from gptdeploy.checkpoint import load_checkpoint, read_config
-from gptdeploy.data import FinetuneData, PretrainData, read_documents, read_pairs
-from gptdeploy.errors import DataError
+from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example
+from gptdeploy.data import FinetuneData, PretrainData
 from gptdeploy.evaluate import EvalReport, exact_match
 from gptdeploy.model import GPT, GPTConfig
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
-from gptdeploy.tasks import SHIPPED_TASKS, Example, generate_tasks
 from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.train import TrainConfig, TrainResult, train
-from gptdeploy.world import generate_corpus
 
 PRETRAIN_DEFAULTS = TrainConfig()
 FINETUNE_DEFAULTS = TrainConfig(
@@ -38,16 +36,16 @@ class FinetuneResult:
 
 def pretrain(
     out_dir: str | Path,
-    preset: str = "small",
-    sources: Sequence[str | Path] = (),
+    preset: str,
+    documents: Sequence[str],
     train_config: TrainConfig = PRETRAIN_DEFAULTS,
     model_overrides: dict | None = None,
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    data: str = "shipped corpus",
 ) -> TrainResult:
-    """Train a tokenizer and a model from scratch on `sources` (default: the shipped corpus)."""
-    documents = read_documents(sources) if sources else generate_corpus().text.split("\n\n")
+    """Train a tokenizer and a model from scratch on `documents` (`data` says where they came from, for the record)."""
     if resume:
         config, _ = read_config(out_dir)
         tokenizer = Tokenizer.load(out_dir)
@@ -55,38 +53,29 @@ def pretrain(
         base = GPTConfig.preset(preset, **(model_overrides or {}))
         tokenizer = Tokenizer.train(documents, vocab_size=base.vocab_size)
         config = replace(base, vocab_size=tokenizer.vocab_size)
-    data = PretrainData(documents, tokenizer, config.block_size, train_config.batch_size, seed=train_config.seed)
-    info = {"stage": "pretrain", "preset": preset, "sources": [str(s) for s in sources] or ["shipped corpus"]}
+    data_set = PretrainData(documents, tokenizer, config.block_size, train_config.batch_size, seed=train_config.seed)
+    info = {"stage": "pretrain", "preset": preset, "data": data}
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed alone
-    return train(GPT(config), tokenizer, data, train_config, out_dir, info, resume, device, progress)
-
-
-def load_task_examples(train_file: str | Path | None, heldout_file: str | Path | None) -> tuple[list[Example], ...]:
-    """The user's JSONL pairs, or the shipped tasks with their fixed held-out split."""
-    if train_file is None and heldout_file is None:
-        return generate_tasks()
-    if train_file is None or heldout_file is None:
-        raise DataError("give both --data and --heldout (or neither, for the shipped tasks)")
-    return read_pairs(train_file), read_pairs(heldout_file)
+    return train(GPT(config), tokenizer, data_set, train_config, out_dir, info, resume, device, progress)
 
 
 def finetune(
     base: str | Path,
     out_dir: str | Path,
-    train_file: str | Path | None = None,
-    heldout_file: str | Path | None = None,
+    examples: tuple[Sequence[Example], Sequence[Example]],
     train_config: TrainConfig = FINETUNE_DEFAULTS,
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    tasks: str = SHIPPED_TASKS,
 ) -> FinetuneResult:
-    """Supervised fine-tuning of a checkpoint, then held-out exact match with greedy decoding."""
+    """Supervised fine-tuning of a checkpoint on (train, held-out) examples, then held-out exact match with greedy
+    decoding; `tasks` names the examples' origin in the checkpoint (exports check task accuracy for SHIPPED_TASKS)."""
     checkpoint = load_checkpoint(base)
-    train_examples, heldout = load_task_examples(train_file, heldout_file)
+    train_examples, heldout = examples
     config = checkpoint.config
     data = FinetuneData(train_examples, heldout, checkpoint.tokenizer, config.block_size, train_config.batch_size,
                         seed=train_config.seed)  # fmt: skip
-    tasks = SHIPPED_TASKS if train_file is None else str(train_file)
     info = {"stage": "finetune", "base": str(base), "preset": checkpoint.info.get("preset"), "tasks": tasks}
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     result = train(model, tokenizer, data, train_config, out_dir, info, resume, device, progress)

@@ -26,6 +26,7 @@ from gptdeploy.data import IGNORE_INDEX, Batch
 from gptdeploy.errors import ConfigError, TrainingError
 from gptdeploy.model import GPT
 from gptdeploy.tokenizer import Tokenizer
+from gptdeploy.validation import check_field_types
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -50,6 +51,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop early, with a checkpoint, once this wall-clock budget is spent
 
     def __post_init__(self) -> None:
+        check_field_types(self, ConfigError, "training config")
         for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "checkpoint_interval", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

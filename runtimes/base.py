@@ -6,15 +6,16 @@ appends tokens and returns logits. Everything above it (generate, stream, the C 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from gptdeploy.bundle import MANIFEST_FILE, Artifact, Bundle, load_bundle
+from gptdeploy.checkpoint import CONFIG_FILE
 from gptdeploy.errors import BackendError, ContextOverflowError, GenerationError
-from gptdeploy.tokenizer import Tokenizer
+from gptdeploy.tokenizer import TOKENIZER_FILE, Tokenizer
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 INSTALL_HINTS = {
@@ -37,7 +38,7 @@ class RuntimeInfo:
 @runtime_checkable
 class Runtime(Protocol):
     info: RuntimeInfo
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None  # None for token-level callers (benchmarks, tests); generate() needs one
 
     def reset(self, batch_size: int) -> None:
         """Empty the KV cache and size it for `batch_size` rows."""
@@ -66,7 +67,7 @@ class CachedRuntime:
     """
 
     info: RuntimeInfo
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
 
     def __init__(self) -> None:
         self.batch_size = 0
@@ -128,64 +129,70 @@ class CachedRuntime:
         raise NotImplementedError
 
 
-def detect_backend(path: Path, artifact: str | None = None) -> str:
-    """The backend a folder is meant for: a checkpoint runs on torch; a bundle on ONNX Runtime by default, or on
-    whatever runs the named artifact (TensorRT for an engine)."""
-    if (path / "manifest.json").is_file():
-        if artifact is None:
-            return "onnxruntime"
-        from gptdeploy.bundle import load_bundle
-
-        kind = load_bundle(path, verify=False).artifact(name=artifact).kind
-        return {"onnx": "onnxruntime"}.get(kind, kind)
-    config = path / "config.json"
-    try:
-        if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("format") == "gptdeploy-checkpoint":
-            return "torch"
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise BackendError(f"{config} is corrupt ({error}); re-create the checkpoint") from error
-    raise BackendError(f"{path} is neither a gptdeploy checkpoint (config.json) nor a bundle (manifest.json)")
+BACKEND_OF_KIND = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}  # artifact kind -> the backend that runs it
 
 
 def load_runtime(
     path: str | Path,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     precision: str = "fp32",
     max_batch_size: int = 64,
     artifact: str | None = None,
 ) -> Runtime:
-    """Open the model folder at `path` on a backend ('auto' picks from what the folder holds).
+    """Open the model folder at `path`: a checkpoint runs on torch, a bundle's artifact on the backend of its kind.
 
-    In a bundle, `artifact` names the graph or engine to run; without it the backend takes its first artifact of
-    `precision`.
+    In a bundle, `artifact` names the graph or engine to run; without it, the first artifact of `precision` that
+    `backend` runs ('auto': the first of `precision`, an fp32 ONNX graph by default). `device` None means the
+    backend's default: cpu, or cuda for TensorRT.
     """
     path = Path(path)
     if not path.is_dir():
         raise BackendError(f"model folder {path} does not exist")
     if backend not in ("auto", *BACKENDS):
         raise BackendError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
-    chosen = detect_backend(path, artifact) if backend == "auto" else backend
+    if not (path / MANIFEST_FILE).is_file():
+        if not (path / CONFIG_FILE).is_file():
+            raise BackendError(f"{path} is neither a gptdeploy checkpoint ({CONFIG_FILE}) nor a bundle "
+                               f"({MANIFEST_FILE})")  # fmt: skip
+        if backend not in ("auto", "torch"):
+            raise BackendError(f"{path} is a checkpoint, not a bundle: {backend} runs the graphs and engines of a "
+                               "bundle; export it with `gptdeploy export`")  # fmt: skip
+        if artifact is not None:
+            raise BackendError(f"{path} is not a bundle: --artifact only applies to bundles")
+        TorchRuntime = _backend_class("torch")
+        return TorchRuntime.load(path, device=device or "cpu", precision=precision, max_batch_size=max_batch_size)
+    if backend == "torch":
+        raise BackendError(f"{path} is a bundle: torch runs checkpoints; pick --backend onnxruntime or tensorrt")
+    bundle = load_bundle(path)
+    kind = None if backend == "auto" else next(k for k, b in BACKEND_OF_KIND.items() if b == backend)
+    return open_artifact(bundle, bundle.runnable(kind, precision, artifact), device, max_batch_size)
+
+
+def open_artifact(bundle: Bundle, artifact: Artifact, device: str | None = None, max_batch_size: int = 64) -> Runtime:
+    """A runtime on one artifact of a bundle, registered or still being judged by a stage: the backend of its kind."""
+    if artifact.kind not in BACKEND_OF_KIND:
+        raise BackendError(f"artifact {artifact.name!r} is of kind {artifact.kind!r}, which no backend runs")
+    runtime_class = _backend_class(BACKEND_OF_KIND[artifact.kind])
+    tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
+    return runtime_class.from_artifact(bundle, artifact, tokenizer, device, max_batch_size)
+
+
+def _backend_class(backend: str) -> type:
+    """The runtime class of a backend, imported only now: each needs its own heavy library."""
     try:
-        if chosen == "torch":
+        if backend == "torch":
             from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
-            if artifact is not None:
-                raise BackendError(f"{path} is a checkpoint: --artifact only applies to bundles")
-            return TorchRuntime.load(path, device=device, precision=precision, max_batch_size=max_batch_size)
-        if chosen == "onnxruntime":
+            return TorchRuntime
+        if backend == "onnxruntime":
             from gptdeploy.runtimes.ort_runtime import OrtRuntime
 
-            return OrtRuntime.load(path, device, precision, max_batch_size, artifact)
-        if chosen == "tensorrt":
-            from gptdeploy.runtimes.trt_runtime import TrtRuntime
+            return OrtRuntime
+        from gptdeploy.runtimes.trt_runtime import TrtRuntime
 
-            if not (path / "manifest.json").is_file():
-                raise BackendError(f"{path} is not a bundle: TensorRT runs engines that `gptdeploy build-engine` "
-                                   "adds to an exported bundle")  # fmt: skip
-            return TrtRuntime.load(path, device, precision, max_batch_size, artifact)
+        return TrtRuntime
     except ModuleNotFoundError as error:
-        if error.name not in ("torch", "onnxruntime", "tensorrt", "onnx"):
+        if error.name not in ("torch", "onnxruntime", "tensorrt"):
             raise
-        raise BackendError(f"backend {chosen!r} needs {error.name}: {INSTALL_HINTS[chosen]}") from error
-    raise BackendError(f"backend {chosen!r} is not available in this version of gptdeploy for {path}")
+        raise BackendError(f"backend {backend!r} needs {error.name}: {INSTALL_HINTS[backend]}") from error

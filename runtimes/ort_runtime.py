@@ -11,9 +11,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gptdeploy.bundle import TOKENIZER_FILE, load_bundle
+from gptdeploy.bundle import Artifact, Bundle
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError
+from gptdeploy.graph_contract import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    POSITION_IDS,
+    past_names,
+    position_ids,
+    present_names,
+)
 from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
 from gptdeploy.tokenizer import Tokenizer
 
@@ -62,27 +71,17 @@ class OrtRuntime(CachedRuntime):
         self.config, self.tokenizer = config, tokenizer
         self.info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size,
                                 max_batch_size)  # fmt: skip
-        # The graph's own names: ids, mask, positions, then the past; logits, then the present in the same order.
-        past_inputs = self.session.get_inputs()[3:]
-        self.past_dtype = np.float16 if past_inputs and past_inputs[0].type == "tensor(float16)" else np.float32
-        self.past_names = [value.name for value in past_inputs]
-        self.present_names = [value.name for value in self.session.get_outputs()][1:]
+        self.past_names, self.present_names = past_names(config.n_layer), present_names(config.n_layer)
+        cache_type = {value.name: value.type for value in self.session.get_inputs()}[self.past_names[0]]
+        self.past_dtype = np.float16 if cache_type == "tensor(float16)" else np.float32
         self.past: list[ort.OrtValue] = []
 
     @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        device: str = "cpu",
-        precision: str = "fp32",
-        max_batch_size: int = 64,
-        artifact: str | None = None,
+    def from_artifact(
+        cls, bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None, max_batch_size: int
     ) -> OrtRuntime:
-        """Open a bundle's ONNX artifact: the one called `artifact`, else the first of `precision`."""
-        bundle = load_bundle(path)
-        chosen = bundle.runnable("onnx", precision, artifact)
-        tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
-        return cls(bundle.file(chosen.path), bundle.config, tokenizer, device, chosen.precision, max_batch_size)
+        return cls(bundle.file(artifact.path), bundle.config, tokenizer, device or "cpu", artifact.precision,
+                   max_batch_size)  # fmt: skip
 
     def _ort_value(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.ort_device, self.device_id)
@@ -93,15 +92,11 @@ class OrtRuntime(CachedRuntime):
         self.past = [self._ort_value(empty) for _ in self.past_names]
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
-        if input_ids.shape[1] == 1:  # a decode step: the new token's position is the count of real tokens before it
-            positions = attention_mask.sum(axis=1, keepdims=True) - 1
-        else:
-            positions = np.maximum(np.cumsum(attention_mask, axis=1) - 1, 0)[:, -input_ids.shape[1] :]
         binding = self.session.io_binding()
-        binding.bind_cpu_input("input_ids", input_ids)
-        binding.bind_cpu_input("attention_mask", attention_mask)
-        binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
-        binding.bind_output("logits", "cpu")
+        binding.bind_cpu_input(INPUT_IDS, input_ids)
+        binding.bind_cpu_input(ATTENTION_MASK, attention_mask)
+        binding.bind_cpu_input(POSITION_IDS, position_ids(attention_mask, input_ids.shape[1]))
+        binding.bind_output(LOGITS, "cpu")
         for past_name, present_name, value in zip(self.past_names, self.present_names, self.past, strict=True):
             binding.bind_ortvalue_input(past_name, value)
             binding.bind_output(present_name, self.ort_device, self.device_id)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from gptdeploy.checkpoint import load_checkpoint
 from gptdeploy.errors import BackendError
+from gptdeploy.graph_contract import position_ids
 from gptdeploy.model import GPT, KV
 from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
 from gptdeploy.tokenizer import Tokenizer
@@ -78,8 +79,9 @@ class TorchRuntime(CachedRuntime):
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
+        positions = torch.from_numpy(position_ids(attention_mask, input_ids.shape[1])).to(self.device)
         self.cache.length = self.length
-        logits, _ = self.model(ids, self.cache, attention_mask=mask)
+        logits, _ = self.model(ids, self.cache, attention_mask=mask, position_ids=positions)
         logits = logits if all_logits else logits[:, -1]
         return logits.float().cpu().numpy()
 

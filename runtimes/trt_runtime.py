@@ -18,9 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from gptdeploy.bundle import TOKENIZER_FILE, load_bundle
+from gptdeploy.bundle import Artifact, Bundle
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError
+from gptdeploy.graph_contract import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    TOKEN_INPUTS,
+    input_names,
+    output_names,
+    past_names,
+    position_ids,
+    present_names,
+)
 from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
 from gptdeploy.tokenizer import Tokenizer
 
@@ -40,25 +51,25 @@ def import_tensorrt():
     return tensorrt
 
 
-def rebuild_command(bundle: str | Path, details: dict) -> str:
-    """The command that rebuilds an engine like this one on the machine at hand."""
-    return (f"gptdeploy build-engine {bundle} --from {details.get('source', 'onnx-fp32')} "
-            f"--max-batch {details.get('max_batch', 8)} --max-seq {details.get('max_seq')}")  # fmt: skip
+def rebuild_command(bundle: str | Path, source: str, recipe: dict) -> str:
+    """The command that rebuilds an engine like this one (made from `source` with the build `recipe`) here."""
+    return (f"gptdeploy build-engine {bundle} --from {source} --max-batch {recipe.get('max_batch')} "
+            f"--max-seq {recipe.get('max_seq')} --force")  # fmt: skip
 
 
-def check_engine_compatible(details: dict, trt_version: str, gpu: str, compute_capability: str, fix: str) -> None:
+def check_engine_compatible(recipe: dict, trt_version: str, gpu: str, compute_capability: str, fix: str) -> None:
     """Refuse an engine built by another TensorRT or for another GPU architecture: it cannot deserialize, or
-    runs kernels chosen for a different chip. `fix` is the command that rebuilds it here."""
-    built_with = details.get("tensorrt_version")
+    runs kernels chosen for a different chip. `recipe` is what the build recorded; `fix` rebuilds it here."""
+    built_with = recipe.get("tensorrt_version")
     if built_with != trt_version:
         raise BackendError(f"the engine was built with TensorRT {built_with}, this machine has {trt_version}; "
                            f"rebuild it here: {fix}")  # fmt: skip
-    built_for = details.get("compute_capability")
+    built_for = recipe.get("compute_capability")
     if built_for != compute_capability:
-        raise BackendError(f"the engine was built for {details.get('gpu')} (compute capability {built_for}), this "
+        raise BackendError(f"the engine was built for {recipe.get('gpu')} (compute capability {built_for}), this "
                            f"GPU is {gpu} ({compute_capability}); rebuild it here: {fix}")  # fmt: skip
-    if details.get("gpu") != gpu:
-        logger.warning("engine built on %s, running on %s (same compute capability %s)", details.get("gpu"), gpu,
+    if recipe.get("gpu") != gpu:
+        logger.warning("engine built on %s, running on %s (same compute capability %s)", recipe.get("gpu"), gpu,
                        compute_capability)  # fmt: skip
 
 
@@ -76,13 +87,9 @@ def buffer_plan(config: GPTConfig, max_batch: int, max_len: int, kv_itemsize: in
     return BufferPlan(kv_tensor, 2 * 2 * config.n_layer * kv_tensor, max_batch * max_len * id_itemsize)
 
 
-def profile_for(cached: int, new_tokens: int) -> int:
-    """The profile a step runs on: prefill for an empty cache, decode for one token on top of a cache."""
-    if cached == 0:
-        return PREFILL
-    if new_tokens != 1:
-        raise ValueError("the decode profile takes one new token per row")
-    return DECODE
+def profile_for(cached: int) -> int:
+    """The profile a step runs on: prefill for an empty cache, decode (one token per row) on top of a cache."""
+    return PREFILL if cached == 0 else DECODE
 
 
 class TrtRuntime(CachedRuntime):
@@ -91,22 +98,21 @@ class TrtRuntime(CachedRuntime):
         engine_path: str | Path,
         config: GPTConfig,
         tokenizer: Tokenizer | None,
-        io: dict,
         device: str = "cuda",
         precision: str = "fp32",
         max_batch_size: int = 64,
-        details: dict | None = None,
+        recipe: dict | None = None,
         rebuild: str = "gptdeploy build-engine BUNDLE",
     ):
-        """Open an engine file; with the artifact's `details`, only after checking it was built for this TensorRT
-        and GPU (`rebuild` is the command the refusal suggests)."""
+        """Open an engine file; with its build `recipe`, only after checking it was built for this TensorRT and GPU
+        (`rebuild` is the command the refusal suggests)."""
         super().__init__()
         trt = import_tensorrt()
         self.config, self.tokenizer = config, tokenizer
-        self.input_names, self.output_names = list(io["inputs"]), list(io["outputs"])
+        self.past_names, self.present_names = past_names(config.n_layer), present_names(config.n_layer)
         self.gpu = cuda_device(device)
-        if details is not None:
-            check_engine_compatible(details, trt.__version__, self.gpu.name, self.gpu.compute_capability, rebuild)
+        if recipe is not None:
+            check_engine_compatible(recipe, trt.__version__, self.gpu.name, self.gpu.compute_capability, rebuild)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
@@ -114,41 +120,33 @@ class TrtRuntime(CachedRuntime):
         self._check_io()
         self.context = self.engine.create_execution_context()
         self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-                       for name in self.input_names + self.output_names}  # fmt: skip
-        _, _, ids_max = self.engine.get_tensor_profile_shape(self.input_names[0], PREFILL)
-        _, _, mask_max = self.engine.get_tensor_profile_shape(self.input_names[1], DECODE)
+                       for name in input_names(config.n_layer) + output_names(config.n_layer)}  # fmt: skip
+        _, _, ids_max = self.engine.get_tensor_profile_shape(INPUT_IDS, PREFILL)
+        _, _, mask_max = self.engine.get_tensor_profile_shape(ATTENTION_MASK, DECODE)
         engine_batch, self.max_len = int(ids_max[0]), int(mask_max[1])
         self.info = RuntimeInfo("tensorrt", precision, self.gpu.name_for_info, config.vocab_size,
                                 min(config.block_size, self.max_len), min(max_batch_size, engine_batch))  # fmt: skip
-        past = self.input_names[3:]
-        plan = buffer_plan(config, engine_batch, self.max_len, self.dtypes[past[0]].itemsize, 8)
+        plan = buffer_plan(config, engine_batch, self.max_len, self.dtypes[self.past_names[0]].itemsize, 8)
         logger.info("allocating %.1f MiB of KV cache on %s", plan.kv_total / 2**20, self.gpu.name_for_info)
-        self.kv = [[self.gpu.alloc(plan.kv_tensor) for _ in past] for _ in range(2)]  # [read/write][tensor]
-        self.ids = {name: self.gpu.alloc(plan.ids) for name in self.input_names[:3]}
+        self.kv = [[self.gpu.alloc(plan.kv_tensor) for _ in self.past_names] for _ in range(2)]  # [read/write][tensor]
+        self.ids = {name: self.gpu.alloc(plan.ids) for name in TOKEN_INPUTS}
         self.logits = self.gpu.alloc(0)
         self.read, self.profile = 0, -1
 
     @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        device: str = "cuda",
-        precision: str = "fp32",
-        max_batch_size: int = 64,
-        artifact: str | None = None,
+    def from_artifact(
+        cls, bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None, max_batch_size: int
     ) -> TrtRuntime:
-        """Open a bundle's engine (the one called `artifact`, else the first of `precision`) after checking it
-        was built for this TensorRT and this GPU."""
-        bundle = load_bundle(path)
-        chosen = bundle.runnable("tensorrt", precision, artifact)
-        tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
-        rebuild = rebuild_command(bundle.path, chosen.details)
-        return cls(bundle.file(chosen.path), bundle.config, tokenizer, bundle.manifest["io"], device,
-                   chosen.precision, max_batch_size, chosen.details, rebuild)  # fmt: skip
+        """An engine of the bundle, checked against this machine's TensorRT and GPU once its build is recorded."""
+        details = artifact.details
+        recipe = details.recipe if details is not None else None
+        rebuild = rebuild_command(bundle.path, details.source, details.recipe) if details is not None else ""
+        return cls(bundle.file(artifact.path), bundle.config, tokenizer, device or "cuda", artifact.precision,
+                   max_batch_size, recipe, rebuild)  # fmt: skip
 
     def _check_io(self) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        missing = sorted(set(self.input_names + self.output_names) - set(names))
+        missing = sorted(set(input_names(self.config.n_layer) + output_names(self.config.n_layer)) - set(names))
         if missing or self.engine.num_optimization_profiles < 2:
             raise BackendError(f"the engine lacks tensors {missing} or its prefill/decode profiles "
                                f"({self.engine.num_optimization_profiles} profiles); rebuild it")  # fmt: skip
@@ -169,26 +167,25 @@ class TrtRuntime(CachedRuntime):
 
     def _step(self, ids: np.ndarray, mask: np.ndarray, cached: int, all_logits: bool) -> np.ndarray:
         c, (B, T) = self.config, ids.shape
-        profile = profile_for(cached, T)
+        profile = profile_for(cached)
         if profile != self.profile:
             if not self.context.set_optimization_profile_async(profile, self.gpu.stream_handle):
                 raise BackendError(f"TensorRT refused optimization profile {profile}")
             self.profile = profile
-        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, -T:]
-        for name, array in zip(self.input_names[:3], (ids, mask, positions), strict=True):
+        for name, array in zip(TOKEN_INPUTS, (ids, mask, position_ids(mask, T)), strict=True):
             array = np.ascontiguousarray(array, dtype=self.dtypes[name])
             self.gpu.upload(self.ids[name], array)
             self._bind(name, self.ids[name], array.shape)
-        for i, name in enumerate(self.input_names[3:]):
+        for i, name in enumerate(self.past_names):
             self._bind(name, self.kv[self.read][i], (B, c.kv_heads, cached, c.head_dim))
-        for i, name in enumerate(self.output_names[1:]):
+        for i, name in enumerate(self.present_names):
             self._bind(name, self.kv[1 - self.read][i])
-        logits_dtype = self.dtypes[self.output_names[0]]
+        logits_dtype = self.dtypes[LOGITS]
         row = c.vocab_size * logits_dtype.itemsize
         if self.logits.nbytes < B * T * row:
             self.gpu.release(self.logits)
             self.logits = self.gpu.alloc(B * T * row)
-        self._bind(self.output_names[0], self.logits)
+        self._bind(LOGITS, self.logits)
         if not self.context.execute_async_v3(self.gpu.stream_handle):
             raise BackendError("TensorRT failed to run the engine (see its log above)")
         self.read = 1 - self.read
@@ -208,7 +205,7 @@ class TrtRuntime(CachedRuntime):
     def _keep_rows(self, rows: np.ndarray) -> None:
         """Gather kept rows into the other buffer: each row of a (B, H, L, D) cache is one contiguous block."""
         c = self.config
-        block = c.kv_heads * self.length * c.head_dim * self.dtypes[self.input_names[3]].itemsize
+        block = c.kv_heads * self.length * c.head_dim * self.dtypes[self.past_names[0]].itemsize
         for src, dst in zip(self.kv[self.read], self.kv[1 - self.read], strict=True):
             for new, old in enumerate(rows.tolist()):
                 self.gpu.copy(dst, new * block, src, old * block, block)
@@ -231,9 +228,9 @@ class DeviceBuffer:
 
 
 def cuda_device(device: str = "cuda"):
-    """GPU memory and a stream on `device` ('cuda' or 'cuda:N'; 'cpu', the library-wide default, means cuda:0):
-    through torch.cuda when torch sees a GPU, else through cuda-python."""
-    if device != "cpu" and not device.startswith("cuda"):
+    """GPU memory and a stream on `device` ('cuda' or 'cuda:N'): through torch.cuda when torch sees a GPU, else
+    through cuda-python."""
+    if device != "cuda" and not device.startswith("cuda:"):
         raise BackendError(f"TensorRT runs on CUDA GPUs: device must be cuda or cuda:N, got {device!r}")
     index = int(device.split(":")[1]) if ":" in device else 0
     try:

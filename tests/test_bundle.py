@@ -40,8 +40,10 @@ def bundle(exported, tmp_path):
 def test_a_fresh_bundle_verifies_and_describes_itself(bundle):
     loaded = load_bundle(bundle)
     artifact = loaded.artifact("onnx", "fp32")
-    assert artifact.files.keys() == {"decoder/model.onnx", "decoder/model.onnx.data"}
-    assert artifact.details["parity"]["passed"] and artifact.opset == 18
+    assert artifact.files.keys() == {"decoder-fp32/model.onnx", "decoder-fp32/model.onnx.data"}
+    assert artifact.details.parity["passed"] and artifact.opset == 18
+    assert artifact.details.source == loaded.manifest["reference"]["checkpoint"]
+    assert artifact.details.op_counts and artifact.details.size_bytes > 0
     assert loaded.manifest["io"]["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
     assert loaded.config.n_layer == 2 and loaded.manifest["format_version"] == FORMAT_VERSION
     assert {"genai_config.json", "tokenizer_config.json"} <= loaded.manifest["files"].keys()  # onnxruntime-genai's
@@ -61,7 +63,7 @@ def test_an_edited_genai_config_is_caught_and_a_deliberate_one_is_recorded(bundl
 
 
 def test_a_flipped_byte_in_the_graph_is_caught(bundle):
-    graph = bundle / "decoder" / "model.onnx"
+    graph = bundle / "decoder-fp32" / "model.onnx"
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF
     graph.write_bytes(bytes(data))
@@ -70,7 +72,7 @@ def test_a_flipped_byte_in_the_graph_is_caught(bundle):
 
 
 def test_truncated_external_data_is_caught(bundle):
-    weights = bundle / "decoder" / "model.onnx.data"
+    weights = bundle / "decoder-fp32" / "model.onnx.data"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(BundleError, match=r"model.onnx.data does not match its sha256 .*truncated"):
         load_bundle(bundle)
@@ -88,6 +90,15 @@ def test_a_missing_tokenizer_is_named(bundle):
     (bundle / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is missing"):
         load_bundle(bundle)
+
+
+def test_a_bundle_from_an_earlier_format_asks_for_a_re_export(bundle):
+    from gptdeploy.bundle import _write
+
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    _write(bundle, {**manifest, "format_version": FORMAT_VERSION - 1})
+    with pytest.raises(BundleError, match=f"format-{FORMAT_VERSION - 1} bundle from an earlier gptdeploy; re-export"):
+        read_manifest(bundle)
 
 
 def test_a_bundle_from_a_future_format_asks_for_an_upgrade(bundle):
@@ -119,8 +130,8 @@ def test_asking_for_an_artifact_it_does_not_hold_lists_what_it_has(bundle):
 def copy_of_the_graph(bundle, folder: str) -> Artifact:
     """A second artifact made the way every later stage makes one: staged, hashed, then registered."""
     with staged_folder(bundle, folder) as staging:
-        shutil.copy(bundle / "decoder" / "model.onnx", staging / "model.onnx")
-        shutil.copy(bundle / "decoder" / "model.onnx.data", staging / "model.onnx.data")
+        shutil.copy(bundle / "decoder-fp32" / "model.onnx", staging / "model.onnx")
+        shutil.copy(bundle / "decoder-fp32" / "model.onnx.data", staging / "model.onnx.data")
     return Artifact("onnx-copy", "onnx", "fp32", f"{folder}/model.onnx", folder_files(bundle, folder), 18)
 
 

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from gptdeploy.checkpoint import save_checkpoint
 from gptdeploy.cli import main
-from gptdeploy.tasks import generate_tasks
-from gptdeploy.world import generate_corpus
+from gptdeploy.corpus.tasks import generate_tasks
+from gptdeploy.corpus.world import generate_corpus
 from tests.helpers import tiny_model
 
 

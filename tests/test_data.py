@@ -3,9 +3,9 @@ import gzip
 import pytest
 import torch
 
+from gptdeploy.corpus.tasks import Example
 from gptdeploy.data import IGNORE_INDEX, FinetuneData, PretrainData, read_documents, read_pairs
 from gptdeploy.errors import DataError
-from gptdeploy.tasks import Example
 from tests.helpers import SAMPLE_TEXT
 
 

@@ -1,5 +1,5 @@
+from gptdeploy.corpus.tasks import Example
 from gptdeploy.evaluate import exact_match
-from gptdeploy.tasks import Example
 from tests.helpers import ScriptedRuntime
 
 

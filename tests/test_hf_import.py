@@ -108,7 +108,8 @@ def test_imported_model_matches_transformers(tmp_path, case):
         logits = loaded.model(torch.tensor([ids]))[0][0]
     assert (logits - expected).abs().max() <= 1e-4 * expected.abs().max()
 
-    ours = generate(TorchRuntime(loaded.model, loaded.tokenizer), PROMPT, GenerationConfig(64, ignore_eos=True))
+    greedy = GenerationConfig(max_new_tokens=64, ignore_eos=True)
+    ours = generate(TorchRuntime(loaded.model, loaded.tokenizer), PROMPT, greedy)
     theirs = hf_greedy(reference, ids, 64)
     assert ours.tokens == theirs and len(set(theirs)) > 4  # not a degenerate single-token loop
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from gptdeploy.errors import ConfigError
+from gptdeploy.graph_contract import position_ids
 from gptdeploy.model import GPT, PRESETS, GPTConfig
 from tests.helpers import MODEL_VARIANTS, tiny_model
 
@@ -31,9 +32,11 @@ def test_left_padded_batch_equals_each_row_alone(model):
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, row in enumerate(rows):
         batch[i, width - len(row) :], mask[i, width - len(row) :] = row, 1
-    logits, past = model(batch, attention_mask=mask)
+    logits, past = model(batch, attention_mask=mask, position_ids=torch.from_numpy(position_ids(mask.numpy(), width)))
     next_tokens = torch.randint(0, 320, (len(rows), 1))
-    step_logits, _ = model(next_tokens, past, attention_mask=torch.cat([mask, torch.ones(len(rows), 1)], dim=1))
+    step_mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+    step_positions = torch.from_numpy(position_ids(step_mask.numpy(), 1))
+    step_logits, _ = model(next_tokens, past, attention_mask=step_mask, position_ids=step_positions)
     for i, row in enumerate(rows):
         alone, _ = model(torch.cat([row, next_tokens[i]])[None])
         assert (logits[i, width - len(row) :] - alone[0, :-1]).abs().max() <= 1e-5

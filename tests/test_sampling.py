@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -8,14 +10,14 @@ LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], dtype=np.float32)
 
 
 def draw(params: SamplingParams, n: int, seed: int = 0, logits=LOGITS) -> np.ndarray:
-    sampler = Sampler(params, seed, [0])
+    sampler = Sampler(replace(params, seed=seed), [0])
     return np.array([sampler.sample(logits[None], [0])[0] for _ in range(n)])
 
 
 def test_temperature_zero_is_argmax_with_first_index_on_ties():
     assert draw(SamplingParams(), 5).tolist() == [0] * 5
     tied = np.array([1.0, 3.0, 3.0, 0.0], dtype=np.float32)
-    assert Sampler(SamplingParams(), 0, [0]).sample(tied[None], [0]) == [1]
+    assert Sampler(SamplingParams(), [0]).sample(tied[None], [0]) == [1]
 
 
 def test_samples_follow_the_softmax_distribution():
@@ -51,15 +53,15 @@ def test_min_p_drops_tokens_far_below_the_best():
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
     penalized = penalize_repeats(LOGITS.astype(np.float64), [0, 5, 5], 2.0)
     assert penalized[0] == 1.0 and penalized[5] == -6.0 and penalized[1] == 1.0
-    assert Sampler(SamplingParams(repetition_penalty=4.0), 0, [0]).sample(LOGITS[None], [0], [[0]]) == [1]
+    assert Sampler(SamplingParams(repetition_penalty=4.0), [0]).sample(LOGITS[None], [0], [[0]]) == [1]
 
 
 def test_same_seed_same_tokens_and_rows_are_independent_of_the_batch():
     params = SamplingParams(temperature=1.0)
     assert draw(params, 50, seed=7).tolist() == draw(params, 50, seed=7).tolist()
     assert draw(params, 50, seed=7).tolist() != draw(params, 50, seed=8).tolist()
-    alone = Sampler(params, 7, [3]).sample(LOGITS[None], [3])
-    in_batch = Sampler(params, 7, [0, 3]).sample(np.stack([LOGITS, LOGITS]), [0, 3])
+    alone = Sampler(replace(params, seed=7), [3]).sample(LOGITS[None], [3])
+    in_batch = Sampler(replace(params, seed=7), [0, 3]).sample(np.stack([LOGITS, LOGITS]), [0, 3])
     assert in_batch[1] == alone[0]
 
 
@@ -72,6 +74,10 @@ def test_same_seed_same_tokens_and_rows_are_independent_of_the_batch():
         (dict(top_k=-1), "top_k"),
         (dict(min_p=1.0), "min_p"),
         (dict(repetition_penalty=0.0), "repetition_penalty"),
+        (dict(seed=-1), "seed must be >= 0"),
+        (dict(top_k=2.5), "sampling field top_k must be int, got 2.5"),
+        (dict(temperature="hot"), "sampling field temperature must be float"),
+        (dict(seed=True), "sampling field seed must be int"),
     ],
 )
 def test_invalid_parameters_are_refused(kwargs, message):

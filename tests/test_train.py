@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from gptdeploy.checkpoint import load_checkpoint, read_config
+from gptdeploy.corpus.world import generate_corpus
+from gptdeploy.data import read_documents
 from gptdeploy.errors import ConfigError, TrainingError
 from gptdeploy.stages import pretrain
 from gptdeploy.train import TrainConfig
-from gptdeploy.world import generate_corpus
 
 # Small but real: ~300 optimizer steps of the tiny preset take a few seconds.
 RUN = TrainConfig(max_steps=300, batch_size=4, warmup_steps=10, eval_interval=100, eval_batches=2,
@@ -30,7 +31,7 @@ def corpus_file(tmp_path_factory) -> Path:
 
 
 def run_pretrain(out_dir: Path, corpus_file: Path, config: TrainConfig = RUN, resume: bool = False):
-    return pretrain(out_dir, "tiny", [corpus_file], config, resume=resume, progress=False)
+    return pretrain(out_dir, "tiny", read_documents([corpus_file]), config, resume=resume, progress=False)
 
 
 def test_pretraining_lowers_the_validation_loss_and_writes_a_checkpoint(corpus_file, tmp_path):
@@ -124,8 +125,8 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
 
 def test_gradient_accumulation_matches_one_big_batch(tokenizer, tmp_path):
     """Two micro-batches of 2 see the same examples as one batch of 4 and report the same loss."""
+    from gptdeploy.corpus.tasks import Example
     from gptdeploy.data import FinetuneData
-    from gptdeploy.tasks import Example
     from gptdeploy.train import train
     from tests.helpers import tiny_model
 

@@ -6,19 +6,19 @@ from pathlib import Path
 
 import click
 
-from gptdeploy.cli.common import describe_parity, emit
+from gptdeploy.cli.common import emit, emit_stage, stage_options
+from gptdeploy.export.tensorrt_build import DEFAULT_MAX_BATCH
 
 
 @click.command("build-engine")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--from", "source", help="The ONNX artifact to build from, by name (default: the first of --precision).")
 @click.option(
     "--precision",
     default="fp32",
     show_default=True,
-    help="Build from the ONNX artifact of this precision; the graph's types are the engine's types.",
+    help="Build from the first ONNX artifact of this precision; the graph's types are the engine's types.",
 )
-@click.option("--max-batch", default=8, show_default=True, help="Largest batch the engine serves.")
+@click.option("--max-batch", default=DEFAULT_MAX_BATCH, show_default=True, help="Largest batch the engine serves.")
 @click.option("--max-seq", type=int, help="Longest prompt + generation it serves (default: the model's context).")
 @click.option(
     "--timing-cache",
@@ -27,9 +27,8 @@ from gptdeploy.cli.common import describe_parity, emit
 )
 @click.option("--workspace", type=int, help="Cap on TensorRT's scratch memory in MiB (default: TensorRT's).")
 @click.option("--device", default="cuda:0", show_default=True, help="The GPU to build for.")
-@click.option("--no-check", is_flag=True, help="Skip the parity check against the golden references.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def build_engine_command(bundle, source, precision, max_batch, max_seq, timing_cache, workspace, device, no_check,
+@stage_options(source=None)
+def build_engine_command(bundle, precision, max_batch, max_seq, timing_cache, workspace, device, source, force, tasks,
                          as_json) -> None:  # fmt: skip
     """Build a TensorRT engine for this machine's GPU into BUNDLE; added only if it passes parity.
 
@@ -37,21 +36,9 @@ def build_engine_command(bundle, source, precision, max_batch, max_seq, timing_c
     """
     from gptdeploy.export.tensorrt_build import build_engine
 
-    artifact = build_engine(bundle, source, precision, max_batch, max_seq, timing_cache,
-                            workspace * 2**20 if workspace else None, device, check=not no_check)  # fmt: skip
-    emit({"bundle": str(bundle), "artifact": artifact.name, "path": artifact.path, **artifact.details}, as_json,
-         describe_engine)  # fmt: skip
-
-
-def describe_engine(data: dict) -> str:
-    lines = [f"added {data['artifact']} ({data['path']}, {data['engine_bytes'] / 2**20:.1f} MiB) to {data['bundle']}",
-             f"TensorRT {data['tensorrt_version']} on {data['gpu']} (compute capability "
-             f"{data['compute_capability']}), built from {data['source']} in {data['build_seconds']} s",
-             f"profiles: batch 1..{data['max_batch']}, prefill sequence 1..{data['max_seq']}, decode past "
-             f"0..{data['max_seq'] - 1}"]  # fmt: skip
-    if "parity" in data:
-        lines.append(describe_parity([data["parity"]]))
-    return "\n".join(lines)
+    result = build_engine(bundle, source, precision, max_batch, max_seq, timing_cache,
+                          workspace * 2**20 if workspace else None, device, force, tasks)  # fmt: skip
+    emit_stage(result, as_json)
 
 
 @click.command("check")

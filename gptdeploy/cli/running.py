@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from gptdeploy.cli.common import backend_options, generation_config, sampling_options
+from gptdeploy.cli.common import backend_options, generation_config, generation_options
 
 
 @click.command("generate")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-p", "--prompt", "prompts", multiple=True, required=True, help="Prompt text (repeat for a batch).")
 @backend_options
-@sampling_options
+@generation_options
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 def generate_command(model, prompts, backend, device, precision, artifact, stream, as_json, **settings) -> None:
@@ -52,7 +52,7 @@ def generate_command(model, prompts, backend, device, precision, artifact, strea
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--template", default="{}", show_default=True, help="How a line becomes a prompt; {} is the line.")
 @backend_options
-@sampling_options
+@generation_options
 def chat_command(model, template, backend, device, precision, artifact, **settings) -> None:
     """Type a line, read the model's streamed answer; an empty line or end of input quits.
 

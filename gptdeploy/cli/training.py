@@ -66,7 +66,7 @@ def data_command(out_dir: Path, seed: int) -> None:
 
     Example: gptdeploy data samples/
     """
-    from gptdeploy.samples import write_samples
+    from gptdeploy.corpus.samples import write_samples
 
     for name, path in write_samples(out_dir, seed=seed).items():
         click.echo(f"{name}: {path}")
@@ -84,13 +84,16 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, resume, d
 
     Example: gptdeploy train --out runs/pretrain --preset small --max-minutes 8
     """
+    from gptdeploy.corpus.world import generate_corpus
+    from gptdeploy.data import read_documents
     from gptdeploy.distributed import is_main_process
     from gptdeploy.stages import PRETRAIN_DEFAULTS, pretrain
 
     config = make_train_config(PRETRAIN_DEFAULTS, compile_, **values)
     overrides = dict(parse_setting(setting) for setting in model_settings)
-
-    result = pretrain(out_dir, preset, sources, config, overrides, resume, device)
+    documents = read_documents(sources) if sources else generate_corpus().documents
+    data = ", ".join(map(str, sources)) or "shipped corpus"
+    result = pretrain(out_dir, preset, documents, config, overrides, resume, device, data=data)
     if is_main_process():  # under torchrun, one report rather than one per rank
         emit(asdict(result), as_json, describe_training)
 
@@ -106,10 +109,18 @@ def finetune_command(base, out_dir, train_file, heldout_file, resume, device, as
 
     Example: gptdeploy finetune runs/pretrain --out runs/finetune
     """
+    from gptdeploy.corpus.tasks import SHIPPED_TASKS, generate_tasks
+    from gptdeploy.data import read_pairs
+    from gptdeploy.errors import DataError
     from gptdeploy.stages import FINETUNE_DEFAULTS, finetune
 
+    if (train_file is None) != (heldout_file is None):
+        raise DataError("give both --data and --heldout (or neither, for the shipped tasks)")
+    shipped = train_file is None
+    examples = generate_tasks() if shipped else (read_pairs(train_file), read_pairs(heldout_file))
     config = make_train_config(FINETUNE_DEFAULTS, compile_, **values)
-    result = finetune(base, out_dir, train_file, heldout_file, config, resume, device)
+    tasks = SHIPPED_TASKS if shipped else str(train_file)
+    result = finetune(base, out_dir, examples, config, resume, device, tasks=tasks)
     if result.heldout is None:  # a rank other than 0 under torchrun
         return
     data = {**asdict(result.train), "heldout": result.heldout.to_dict()}
@@ -131,10 +142,10 @@ def evaluate_command(model: Path, heldout_file: Path | None, backend, device, pr
 
     Example: gptdeploy evaluate runs/demo/finetune
     """
+    from gptdeploy.corpus.tasks import generate_tasks
     from gptdeploy.data import read_pairs
     from gptdeploy.evaluate import exact_match
     from gptdeploy.runtimes.base import load_runtime
-    from gptdeploy.tasks import generate_tasks
 
     examples = read_pairs(heldout_file) if heldout_file else generate_tasks()[1]
     with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
@@ -166,5 +177,5 @@ def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None
     """
     from gptdeploy.demo import FULL, QUICK, describe_demo, run_demo
 
-    result = run_demo(out_dir, QUICK if quick else FULL, fresh, log=lambda line: click.echo(line, err=True))
+    result = run_demo(out_dir, QUICK if quick else FULL, fresh)
     emit(result, as_json, describe_demo)

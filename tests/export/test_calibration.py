@@ -5,17 +5,18 @@ pytest.importorskip("onnxruntime")
 
 
 def test_calibration_texts_are_fixed_training_documents_never_the_held_out_ones():
-    from gptdeploy.export.calibration import calibration_texts
-    from gptdeploy.golden import default_prompts
-    from gptdeploy.world import generate_corpus
+    from gptdeploy.corpus.tasks import generate_tasks
+    from gptdeploy.corpus.world import generate_corpus
+    from gptdeploy.export.quantize import calibration_texts
+    from gptdeploy.golden import golden_prompts
 
-    texts = calibration_texts(32)
-    assert texts == calibration_texts(32) and len(set(texts)) == 32
-    documents = generate_corpus().text.split("\n\n")
+    documents = generate_corpus().documents
+    texts = calibration_texts(documents, 32)
+    assert texts == calibration_texts(documents, 32) and len(set(texts)) == 32
     held_out = documents[-int(len(documents) * 0.05) :]  # what pretraining validates on
     assert not set(texts) & set(held_out)
-    golden_prompts = default_prompts()
-    assert not any(text.startswith(prompt) for text in texts for prompt in golden_prompts)
+    prompts = golden_prompts(generate_tasks()[1], documents)
+    assert not any(text.startswith(prompt) for text in texts for prompt in prompts)
 
 
 def test_the_reader_feeds_the_decoder_graphs_whole_input_set(tokenizer):
@@ -23,10 +24,11 @@ def test_the_reader_feeds_the_decoder_graphs_whole_input_set(tokenizer):
     checked where static quantization calibrates a real graph (tests/export/test_quantize.py)."""
     from gptdeploy.config import GPTConfig
     from gptdeploy.export.calibration import CorpusCalibrationReader
-    from gptdeploy.export.onnx_export import input_names
+    from gptdeploy.graph_contract import input_names, past_names
 
     config = GPTConfig.preset("tiny", vocab_size=tokenizer.vocab_size, n_kv_head=2)  # cache heads != heads
-    reader = CorpusCalibrationReader(config, tokenizer, samples=3, max_tokens=20, progress=False)
+    texts = ["Mia lives in Riverton with her dog Pip and walks him every morning.", "Tom had 12 apples.", "Hi."]
+    reader = CorpusCalibrationReader(config, tokenizer, texts, max_tokens=20, progress=False)
     feeds = list(iter(reader.get_next, None))
     assert len(feeds) == len(reader) == 3 and reader.get_next() is None
     for feed in feeds:
@@ -36,5 +38,6 @@ def test_the_reader_feeds_the_decoder_graphs_whole_input_set(tokenizer):
         assert feed["input_ids"].dtype == feed["position_ids"].dtype == feed["attention_mask"].dtype == np.int64
         np.testing.assert_array_equal(feed["attention_mask"], np.ones((1, length)))
         np.testing.assert_array_equal(feed["position_ids"], np.arange(length)[None])
-        for name in input_names(config.n_layer)[3:]:
+        for name in past_names(config.n_layer):
             assert feed[name].shape == (1, 2, 0, config.head_dim) and feed[name].dtype == np.float32
+    assert feeds[0]["input_ids"].shape[1] == 20  # cut at max_tokens

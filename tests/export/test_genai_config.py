@@ -47,7 +47,7 @@ def genai_greedy(model, prompt: np.ndarray, max_length: int) -> tuple[list[int],
 def test_the_config_describes_the_graph_and_tokenizer(bundle, genai_model, tokenizer):
     config = json.loads((bundle / "genai_config.json").read_text())
     decoder = config["model"]["decoder"]
-    assert config["model"]["type"] == "decoder" and decoder["filename"] == "decoder/model.onnx"
+    assert config["model"]["type"] == "decoder" and decoder["filename"] == "decoder-fp32/model.onnx"
     assert decoder["inputs"]["past_key_names"] == "past_key_values.%d.key"
     assert decoder["outputs"]["present_value_names"] == "present.%d.value"
     assert (config["model"]["eos_token_id"], config["model"]["bos_token_id"]) == (tokenizer.eos_id, tokenizer.bos_id)
@@ -106,13 +106,13 @@ def test_genai_runs_a_quantized_graph_like_our_runtime(bundle, tokenizer, tmp_pa
 
     from gptdeploy.bundle import load_bundle
     from gptdeploy.export.genai_config import write_genai_config
-    from gptdeploy.export.quantize_graphs import quantize_int4
+    from gptdeploy.export.quantize_transforms import quantize_int4
     from gptdeploy.golden import load_golden
     from gptdeploy.runtimes.ort_runtime import OrtRuntime
 
     copy = shutil.copytree(bundle, tmp_path / "bundle")
     (copy / "decoder-int4").mkdir()
-    quantize_int4(copy / "decoder" / "model.onnx", copy / "decoder-int4" / "model.onnx")
+    quantize_int4(copy / "decoder-fp32" / "model.onnx", copy / "decoder-int4" / "model.onnx")
     config = load_bundle(copy).config
     write_genai_config(copy, config, tokenizer, "decoder-int4/model.onnx")
     model = og.Model(str(copy))

@@ -10,15 +10,8 @@ import pytest
 import torch
 
 from gptdeploy.export import onnx_export
-from gptdeploy.export.onnx_export import (
-    TOTAL_DIM,
-    ExportReport,
-    export_onnx,
-    input_names,
-    output_names,
-    past_names,
-    present_names,
-)
+from gptdeploy.export.onnx_export import ExportReport, export_onnx
+from gptdeploy.graph_contract import TOTAL_DIM, input_names, output_names, past_names, present_names
 from gptdeploy.model import GPT
 from tests.helpers import MODEL_VARIANTS, tiny_model
 

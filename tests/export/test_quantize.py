@@ -36,34 +36,33 @@ def checkpoint(tmp_path_factory, tokenizer):
     return save_checkpoint(tmp_path_factory.mktemp("quantize") / "checkpoint", model, tokenizer)
 
 
-def few_heldout():
+@pytest.fixture(scope="module")
+def heldout():
     """6 held-out examples, 2 per task: enough to check the accuracy bookkeeping, fast on a tiny model."""
-    from gptdeploy.tasks import generate_tasks
+    from gptdeploy.corpus.tasks import generate_tasks
 
-    train, heldout = generate_tasks()
-    return train, heldout[::50]
+    return generate_tasks()[1][::50]
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint):
+def exported(checkpoint, heldout):
     """A bundle that recorded PyTorch's task accuracy at export, like one of a model tuned on the shipped tasks."""
-    from gptdeploy.export import pipeline
+    from gptdeploy.export.pipeline import export_bundle
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "generate_tasks", few_heldout)
-        return pipeline.export_bundle(checkpoint, checkpoint.parent / "bundle", tasks=True).bundle
-
-
-@pytest.fixture(autouse=True)
-def small_heldout_set(monkeypatch):
-    from gptdeploy.export import quantize
-
-    monkeypatch.setattr(quantize, "generate_tasks", few_heldout)
+    return export_bundle(checkpoint, checkpoint.parent / "bundle", tasks=True, heldout=heldout).bundle
 
 
 @pytest.fixture
 def bundle(exported, tmp_path):
     return shutil.copytree(exported, tmp_path / "bundle")
+
+
+@pytest.fixture
+def quantize(heldout):
+    """quantize_bundle held to the small held-out set."""
+    from gptdeploy.export.quantize import quantize_bundle
+
+    return lambda bundle, precision, **options: quantize_bundle(bundle, precision, heldout=heldout, **options)
 
 
 def load_graph(bundle, name):
@@ -83,13 +82,12 @@ def snapshot(bundle):
 
 
 @pytest.mark.parametrize("precision", ["int8", "int8-static", "int4"])
-def test_integer_schemes_quantize_every_weight_matmul_and_run(bundle, precision):
+def test_integer_schemes_quantize_every_weight_matmul_and_run(bundle, quantize, precision):
     from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.quantize import quantize_bundle
     from gptdeploy.generate import GenerationConfig, generate
     from gptdeploy.runtimes.base import load_runtime
 
-    result = quantize_bundle(bundle, precision, tolerance=LOOSE)
+    result = quantize(bundle, precision, tolerance=LOOSE)
     name = f"onnx-{precision}"
     artifact = load_bundle(bundle).artifact(name=name)  # verifies every file's sha256
     graph = load_graph(bundle, name)
@@ -99,22 +97,21 @@ def test_integer_schemes_quantize_every_weight_matmul_and_run(bundle, precision)
     if precision != "int4":  # standard ops only (int4 uses ONNX Runtime's contrib ops): a strictly valid graph
         onnx.checker.check_model(graph, full_check=True)
     assert artifact.precision == ("int8" if precision.startswith("int8") else "int4")
-    assert artifact.details["scheme"] == result.artifact.details["scheme"]
-    assert artifact.details["source"] == "onnx-fp32" and artifact.details["parity"]["passed"]
-    assert artifact.details["guardrail"]["kept_fp32"] == [] and len(artifact.details["guardrail"]["steps"]) == 1
-    assert 0 < artifact.details["size_bytes"] < artifact.details["source_size_bytes"]
+    assert artifact.details == result.artifact.details and artifact.details.recipe["scheme"]
+    assert artifact.details.source == "onnx-fp32" and artifact.details.parity["passed"]
+    assert artifact.details.guardrail.kept_fp32 == [] and len(artifact.details.guardrail.steps) == 1
+    assert 0 < artifact.details.size_bytes < load_bundle(bundle).artifact(name="onnx-fp32").details.size_bytes
     with load_runtime(bundle, artifact=name) as runtime:
         assert runtime.info.precision == artifact.precision
         assert len(generate(runtime, "Mia lives in", GenerationConfig(max_new_tokens=5, ignore_eos=True)).tokens) == 5
 
 
 @pytest.mark.parametrize("io_dtype", ["fp32", "fp16"])
-def test_fp16_keeps_norms_and_softmax_in_fp32_with_io_of_either_dtype(bundle, io_dtype):
-    from gptdeploy.export.quantize import quantize_bundle
+def test_fp16_keeps_norms_and_softmax_in_fp32_with_io_of_either_dtype(bundle, quantize, io_dtype):
     from gptdeploy.generate import GenerationConfig, generate
     from gptdeploy.runtimes.base import load_runtime
 
-    result = quantize_bundle(bundle, "fp16", io_dtype=io_dtype, tolerance=LOOSE)
+    result = quantize(bundle, "fp16", io_dtype=io_dtype, tolerance=LOOSE)
     graph = load_graph(bundle, "onnx-fp16")
     onnx.checker.check_model(graph, full_check=True)  # topologically sorted, types consistent
     graph = onnx.shape_inference.infer_shapes(graph)
@@ -130,40 +127,38 @@ def test_fp16_keeps_norms_and_softmax_in_fp32_with_io_of_either_dtype(bundle, io
         v for v in [*graph.graph.input, *graph.graph.output] if v.name.startswith(("past", "present", "logits"))
     ]
     assert {v.type.tensor_type.elem_type for v in boundary} == {expected}
-    assert result.artifact.details["io_dtype"] == io_dtype
+    assert result.artifact.details.recipe["io_dtype"] == io_dtype and result.artifact.details.guardrail is None
     assert result.parity.top1_agreement > 0.9, "fp16 should barely move a tiny model's logits"
     with load_runtime(bundle, artifact="onnx-fp16") as runtime:
         assert len(generate(runtime, "Tom had", GenerationConfig(max_new_tokens=4, ignore_eos=True)).tokens) == 4
 
 
-def test_a_missed_budget_keeps_the_most_sensitive_layers_in_fp32_until_it_passes(bundle, tmp_path, exported):
+def test_a_missed_budget_keeps_the_most_sensitive_layers_in_fp32_until_it_passes(bundle, quantize, tmp_path, exported):
     from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.quantize import quantize_bundle
 
-    everything = quantize_bundle(shutil.copytree(exported, tmp_path / "probe"), "int8", tolerance=LOOSE)
+    everything = quantize(shutil.copytree(exported, tmp_path / "probe"), "int8", tolerance=LOOSE)
     tight = Tolerance(max_logit_diff=10.0, mean_kl=everything.parity.mean_kl / 2, near_tie=100.0, top1_agreement=0.0)
-    result = quantize_bundle(bundle, "int8", tolerance=tight)
-    guardrail = load_bundle(bundle).artifact(name="onnx-int8").details["guardrail"]
-    assert result.kept_fp32 and guardrail["kept_fp32"] == result.kept_fp32
-    assert set(guardrail["sensitivity"]) == {"embeddings", "lm_head", "block.0", "block.1"}
-    ranked = sorted(guardrail["sensitivity"], key=guardrail["sensitivity"].get, reverse=True)
-    assert result.kept_fp32 == ranked[: len(result.kept_fp32)], "layers are kept in order of measured sensitivity"
-    steps = guardrail["steps"]
+    result = quantize(bundle, "int8", tolerance=tight)
+    guardrail = load_bundle(bundle).artifact(name="onnx-int8").details.guardrail
+    kept = result.steps[-1].kept_fp32
+    assert kept and guardrail.kept_fp32 == kept
+    assert set(guardrail.sensitivity) == {"embeddings", "lm_head", "block.0", "block.1"}
+    ranked = sorted(guardrail.sensitivity, key=guardrail.sensitivity.get, reverse=True)
+    assert kept == ranked[: len(kept)], "layers are kept in order of measured sensitivity"
+    steps = guardrail.steps
     assert [s["passed"] for s in steps] == [False] * (len(steps) - 1) + [True]
     assert "mean KL" in steps[0]["failures"][0] and steps[-1]["mean_kl"] <= tight.mean_kl
     graph = load_graph(bundle, "onnx-int8").graph
     floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     floats |= {n.output[0] for n in graph.node if n.op_type == "Transpose" and n.input[0] in floats}
     head = next(n for n in graph.node if n.output[0] == "logits")
-    assert (head.op_type == "MatMul" and head.input[1] in floats) == ("lm_head" in result.kept_fp32)
+    assert (head.op_type == "MatMul" and head.input[1] in floats) == ("lm_head" in kept)
 
 
-def test_nothing_within_budget_raises_naming_the_best_and_leaves_the_bundle_unchanged(bundle):
-    from gptdeploy.export.quantize import quantize_bundle
-
+def test_nothing_within_budget_raises_naming_the_best_and_leaves_the_bundle_unchanged(bundle, quantize):
     before = snapshot(bundle)
-    with pytest.raises(ExportError, match=r"missed its budget: top-1 agreement .* the best candidate \(keeping"):
-        quantize_bundle(bundle, "int4", tolerance=IMPOSSIBLE)
+    with pytest.raises(ExportError, match=r"missed its budget .*: top-1 agreement .* the best candidate \(keeping"):
+        quantize(bundle, "int4", tolerance=IMPOSSIBLE)
     assert snapshot(bundle) == before
 
 
@@ -175,48 +170,48 @@ def test_nothing_within_budget_raises_naming_the_best_and_leaves_the_bundle_unch
         (dict(precision="int8", io_dtype="fp16"), "--io-dtype fp16 applies to --precision fp16 only"),
         (dict(precision="int8", name="onnx-fp32"), "is the source artifact"),
         (dict(precision="int8", name="onnx-int8"), "already has an artifact 'onnx-int8'; pass --force"),
-        (dict(precision="int4", source="onnx-int8"), "quantize from an fp32 ONNX artifact"),
+        (dict(precision="int4", source="onnx-int8"), "is made from fp32 onnx artifacts; 'onnx-int8' is onnx int8"),
     ],
 )
-def test_bad_requests_are_refused_and_change_nothing(bundle, request_, message):
-    from gptdeploy.export.quantize import quantize_bundle
-
-    quantize_bundle(bundle, "int8", tolerance=LOOSE)
+def test_bad_requests_are_refused_and_change_nothing(bundle, quantize, request_, message):
+    quantize(bundle, "int8", tolerance=LOOSE)
     before = snapshot(bundle)
     with pytest.raises(GptDeployError, match=message):
-        quantize_bundle(bundle, **{"tolerance": LOOSE, **request_})
+        quantize(bundle, **{"tolerance": LOOSE, **request_})
     assert snapshot(bundle) == before
 
 
-def test_force_replaces_an_artifact_of_the_same_name(bundle):
+def test_force_replaces_an_artifact_of_the_same_name(bundle, quantize):
     from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.quantize import quantize_bundle
 
-    quantize_bundle(bundle, "int8", tolerance=LOOSE, name="onnx-small")
-    quantize_bundle(bundle, "int4", tolerance=LOOSE, name="onnx-small", force=True)
+    quantize(bundle, "int8", tolerance=LOOSE, name="onnx-small")
+    quantize(bundle, "int4", tolerance=LOOSE, name="onnx-small", force=True)
     names = [(a.name, a.precision) for a in load_bundle(bundle).artifacts]
     assert names == [("onnx-fp32", "fp32"), ("onnx-small", "int4")]
-    assert sorted(p.name for p in bundle.iterdir() if p.is_dir()) == ["decoder", "decoder-small"]
+    assert sorted(p.name for p in bundle.iterdir() if p.is_dir()) == ["decoder-fp32", "decoder-small"]
 
 
-def test_task_accuracy_is_held_to_the_budget_against_pytorchs(bundle):
+def test_task_accuracy_is_held_to_the_budget_against_pytorchs(bundle, quantize, heldout):
     from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.quantize import quantize_bundle
+    from gptdeploy.evaluate import exact_match
+    from gptdeploy.runtimes.base import load_runtime
 
-    recorded = load_bundle(bundle).artifact(name="onnx-fp32").details["accuracy"]["torch"]
+    recorded = load_bundle(bundle).reference_accuracy
     with pytest.raises(ExportError, match=r"task accuracy .* points below PyTorch's"):
-        quantize_bundle(bundle, "fp16", tolerance=replace(LOOSE, max_accuracy_drop=-1.0))  # must beat PyTorch
-    result = quantize_bundle(bundle, "fp16", tolerance=LOOSE)
-    assert result.accuracy["torch"] == recorded and 0.0 <= result.accuracy["onnxruntime"] <= 1.0
-    assert result.artifact.details["guardrail"]["steps"][0]["accuracy"] == result.accuracy["onnxruntime"]
-    assert quantize_bundle(bundle, "int8", tolerance=LOOSE, tasks=False).accuracy is None
+        quantize(bundle, "fp16", tolerance=replace(LOOSE, max_accuracy_drop=-1.0))  # must beat PyTorch
+    result = quantize(bundle, "fp16", tolerance=LOOSE)
+    with load_runtime(bundle, artifact="onnx-fp16") as runtime:
+        measured = exact_match(runtime, heldout).accuracy
+    assert result.artifact.details.task_accuracy == measured == result.steps[-1].accuracy
+    assert recorded is not None and abs(recorded - measured) <= LOOSE.max_accuracy_drop / 100
+    assert quantize(bundle, "int8", tolerance=LOOSE, tasks=False).artifact.details.task_accuracy is None
 
 
 def test_prepare_weights_turns_a_transposed_lm_head_into_a_plain_weight_matmul():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from gptdeploy.export.quantize_graphs import layer_groups, prepare_weights
+    from gptdeploy.export.quantize_transforms import layer_groups, prepare_weights
 
     weight = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)  # (vocab, width), shared
     nodes = [
@@ -255,9 +250,9 @@ def test_prepare_weights_turns_a_transposed_lm_head_into_a_plain_weight_matmul()
 
 def test_layer_groups_split_the_weight_matmuls_by_block(exported):
     from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.quantize_graphs import LM_HEAD, layer_groups, load_prepared
+    from gptdeploy.export.quantize_transforms import LM_HEAD, layer_groups, load_prepared
 
-    graph = load_prepared(exported / "decoder" / "model.onnx")
+    graph = load_prepared(exported / "decoder-fp32" / "model.onnx")
     groups = layer_groups(graph, load_bundle(exported).config.n_layer, embeddings=True)
     assert list(groups) == ["embeddings", LM_HEAD, "block.0", "block.1"]
     assert len(groups["embeddings"]) == 2 and len(groups["block.0"]) == len(groups["block.1"]) == 4
@@ -274,7 +269,7 @@ def test_cli_quantize_prints_json_and_refuses_an_existing_name(bundle):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["artifact"] == "onnx-fp16" and data["precision"] == "fp16" and data["parity"]["passed"]
-    assert data["size_bytes"] < data["source_size_bytes"] and data["kept_fp32"] == []
+    assert data["source"] == "onnx-fp32" and data["recipe"]["io_dtype"] == "fp16" and data["guardrail"] is None
     again = runner.invoke(main, ["quantize", str(bundle), "--precision", "fp16"])
     assert again.exit_code == 1 and "Error:" in again.output and "pass --force" in again.output
     assert "Traceback" not in again.output

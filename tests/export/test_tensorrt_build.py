@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+from gptdeploy.bundle import artifact_folder
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError, ConfigError
-from gptdeploy.export.onnx_export import input_names
-from gptdeploy.export.tensorrt_build import derive_profiles, engine_folder, engine_name, network_flags
+from gptdeploy.export.tensorrt_build import derive_profiles, engine_name, network_flags
+from gptdeploy.graph_contract import input_names
 
 TINY = GPTConfig.preset("tiny", vocab_size=320)
 no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
@@ -20,7 +21,7 @@ no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not Non
 
 def test_prefill_and_decode_profiles_cover_their_phase_only():
     names = input_names(TINY.n_layer)
-    prefill, decode = derive_profiles(TINY, names, max_batch=8, max_seq=128)
+    prefill, decode = derive_profiles(TINY, max_batch=8, max_seq=128)
     assert (prefill.name, decode.name) == ("prefill", "decode")
     assert set(prefill.shapes) == set(decode.shapes) == set(names)
     H, D = TINY.kv_heads, TINY.head_dim
@@ -39,7 +40,7 @@ def test_prefill_and_decode_profiles_cover_their_phase_only():
 @pytest.mark.parametrize(("batch", "seq"), [(0, 64), (8, 1), (8, 129)])
 def test_profiles_refuse_impossible_limits(batch, seq):
     with pytest.raises(ConfigError, match="--max-batch|--max-seq"):
-        derive_profiles(TINY, input_names(TINY.n_layer), batch, seq)
+        derive_profiles(TINY, batch, seq)
 
 
 def trt_surface(builder_flags: list[str], creation_flags: list[str], version: str) -> SimpleNamespace:
@@ -67,7 +68,7 @@ def test_engine_names_follow_their_source():
 
     assert engine_name(Artifact("onnx-fp32", "onnx", "fp32", "p", {})) == "tensorrt-fp32"
     assert engine_name(Artifact("onnx-int8-static", "onnx", "int8", "p", {})) == "tensorrt-int8-static"
-    assert engine_folder("tensorrt-int8-static") == "engine-int8-static"
+    assert artifact_folder("tensorrt", "tensorrt-int8-static") == "engine-int8-static"
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,7 @@ def bundle(tmp_path_factory, tokenizer):
     import onnx
     from onnx import TensorProto, helper
 
-    from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, sha256_file, write_manifest
-    from gptdeploy.export.onnx_export import output_names
+    from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, add_artifact, sha256_file, write_manifest
 
     root = tmp_path_factory.mktemp("build") / "bundle"
     (root / "decoder").mkdir(parents=True)
@@ -91,8 +91,8 @@ def bundle(tmp_path_factory, tokenizer):
                               [helper.make_tensor_value_info("logits", TensorProto.INT64, ["B", "S"])])  # fmt: skip
     onnx.save(helper.make_model(graph), root / "decoder" / "model.onnx")
     files = {"decoder/model.onnx": sha256_file(root / "decoder" / "model.onnx")}
-    io = {"inputs": input_names(TINY.n_layer), "outputs": output_names(TINY.n_layer)}
-    write_manifest(root, TINY, io, [Artifact("onnx-fp32", "onnx", "fp32", "decoder/model.onnx", files, 18)], {})
+    write_manifest(root, TINY, {}, {"checkpoint": "none", "task_accuracy": None})
+    add_artifact(root, Artifact("onnx-fp32", "onnx", "fp32", "decoder/model.onnx", files, 18))
     return root
 
 

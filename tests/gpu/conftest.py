@@ -55,8 +55,9 @@ def bundle(exported, tmp_path):
 @pytest.fixture(scope="session")
 def gpu_golden(exported):
     """Golden references from the PyTorch fp32 reference on the same GPU the engines run on."""
-    from gptdeploy.golden import compute_golden
+    from gptdeploy.golden import compute_golden, load_golden
     from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
+    prompts = load_golden(exported / "bundle" / "golden.npz").prompts
     with TorchRuntime.load(exported / "checkpoint", device="cuda") as reference:
-        return compute_golden(reference)
+        return compute_golden(reference, prompts)

@@ -47,7 +47,7 @@ def measure(preset: str, new_tokens: int, workdir: Path) -> tuple[list[dict], bo
     from gptdeploy.export.pipeline import export_bundle
     from gptdeploy.export.quantize import quantize_bundle
     from gptdeploy.export.tensorrt_build import build_engine
-    from gptdeploy.golden import compute_golden
+    from gptdeploy.golden import compute_golden, load_golden
     from gptdeploy.model import GPT
     from gptdeploy.parity import check_parity
     from gptdeploy.runtimes.base import load_runtime
@@ -62,7 +62,7 @@ def measure(preset: str, new_tokens: int, workdir: Path) -> tuple[list[dict], bo
     bundle = export_bundle(workdir / "checkpoint", workdir / "bundle", tasks=False).bundle
     rows, ok = [], True
     with TorchRuntime(model, tokenizer, device="cuda", max_batch_size=8) as reference:
-        golden = compute_golden(reference)
+        golden = compute_golden(reference, load_golden(bundle / "golden.npz").prompts)
         torch_speed = {b: tokens_per_second(reference, b, new_tokens) for b in (1, 8)}
     rows.append({"engine": "torch cuda fp32", "speed": torch_speed})
     sources = ["onnx-fp32"]
@@ -73,13 +73,13 @@ def measure(preset: str, new_tokens: int, workdir: Path) -> tuple[list[dict], bo
             rows.append({"engine": f"onnx {precision}", "note": f"graph rejected: {error}"})
     for source in sources:
         start = time.perf_counter()
-        artifact = build_engine(bundle, source=source, max_batch=8, timing_cache=workdir / "timing.cache", check=False)
+        artifact = build_engine(bundle, source=source, max_batch=8, timing_cache=workdir / "timing.cache").artifact
         seconds = time.perf_counter() - start
         with load_runtime(bundle, "tensorrt", "cuda:0", artifact=artifact.name, max_batch_size=8) as runtime:
             parity = check_parity(runtime, golden)
             speed = {b: tokens_per_second(runtime, b, new_tokens) for b in (1, 8)}
         ok &= bool(parity)
-        rows.append({"engine": artifact.name, "build_s": seconds, "mib": artifact.details["engine_bytes"] / 2**20,
+        rows.append({"engine": artifact.name, "build_s": seconds, "mib": artifact.details.size_bytes / 2**20,
                      "parity": parity, "speed": speed})  # fmt: skip
     return rows, ok
 

@@ -210,7 +210,7 @@ BAD_INPUT = {
     "null_stop_array": ("GD_E_NULL_ARGUMENT", 0, "stop_strings is NULL but stop_string_count is 2"),
     "null_stop": ("GD_E_NULL_ARGUMENT", 0, "params->stop_strings[1] is NULL"),
     "bad_utf8_stop": ("GD_E_INVALID_UTF8", 0, "params->stop_strings[0] is not valid UTF-8"),
-    "empty_stop": ("GD_E_INVALID_ARGUMENT", 0, "stop strings must not be empty"),
+    "empty_stop": ("GD_E_INVALID_ARGUMENT", 0, "stop strings must be non-empty text"),
     "tokenize_null_count": ("GD_E_NULL_ARGUMENT", 0, "out_count is NULL"),
     "tokenize_bad_utf8": ("GD_E_INVALID_UTF8", 0, "text is not valid UTF-8"),
     "detokenize_roundtrip": ("GD_OK", 1, ""),
@@ -230,7 +230,7 @@ BAD_INPUT = {
 def test_bad_input_gets_its_status_and_message_and_never_crashes(driver, bundle_dir, python_runtime, tmp_path):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(bundle_dir, corrupt)
-    graph = corrupt / "decoder" / "model.onnx"
+    graph = corrupt / "decoder-fp32" / "model.onnx"
     graph.write_bytes(graph.read_bytes()[:-100])
     rows = {row[0]: row[1:] for row in run_driver(driver, bundle_dir, "errors", str(corrupt),
                                                   str(bundle_dir / "manifest.json"))}  # fmt: skip

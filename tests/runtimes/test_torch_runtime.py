@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gptdeploy.errors import BackendError
+from gptdeploy.errors import BackendError, CheckpointError
 from gptdeploy.runtimes.base import load_runtime
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 from tests.helpers import tiny_model
@@ -58,8 +58,17 @@ def test_load_runtime_errors_name_the_problem(tmp_path, make_path, backend, mess
 
 def test_a_corrupt_config_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{ not json")
-    with pytest.raises(BackendError, match="config.json is corrupt"):
+    with pytest.raises(CheckpointError, match="config.json is corrupt"):
         load_runtime(tmp_path)
+
+
+def test_a_bundle_is_not_a_torch_model_and_a_checkpoint_not_an_onnx_one(checkpoint_dir, bundle_dir):
+    with pytest.raises(BackendError, match="is a bundle: torch runs checkpoints"):
+        load_runtime(bundle_dir, backend="torch")
+    with pytest.raises(BackendError, match="is a checkpoint, not a bundle: onnxruntime runs"):
+        load_runtime(checkpoint_dir, backend="onnxruntime")
+    with pytest.raises(BackendError, match="--artifact only applies to bundles"):
+        load_runtime(checkpoint_dir, artifact="onnx-fp32")
 
 
 def test_gpu_precisions_are_refused_on_cpu(tokenizer):

@@ -5,10 +5,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from gptdeploy.samples import write_samples
-from gptdeploy.world import generate_corpus
+from gptdeploy.corpus.samples import write_samples
+from gptdeploy.corpus.world import generate_corpus
 
-SHIPPED = Path(__file__).parents[1] / "samples"
+SHIPPED = Path(__file__).parents[2] / "samples"
 
 
 def _sha256(path: Path) -> str:

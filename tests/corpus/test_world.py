@@ -5,9 +5,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from gptdeploy.english import a, counted, ing, number_words, past, plural, third
+from gptdeploy.corpus.english import a, counted, ing, number_words, past, plural, third
+from gptdeploy.corpus.world import ChoiceTracker, build_world, corpus_stats, generate_corpus
 from gptdeploy.errors import DataError
-from gptdeploy.world import ChoiceTracker, build_world, corpus_stats, generate_corpus
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,30 @@
 
 The world's fixed facts appear in them only as the world has them (a character's job, pet, market day,
 the distance between two towns), and every number is computed. The sums and dialogues they sit beside
-live in gptdeploy.sums and gptdeploy.dialogues; GENRES at the end weighs every genre, those of
-gptdeploy.facts included, for world.generate_corpus.
+live in gptdeploy.corpus.sums and gptdeploy.corpus.dialogues; GENRES at the end weighs every genre, those of
+gptdeploy.corpus.facts included, for world.generate_corpus.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from gptdeploy import lexicon as lx
-from gptdeploy.dialogues import g_dialogue
-from gptdeploy.english import a, cap, ing, listing, nouns, past, plural, third
-from gptdeploy.facts import g_calendar, g_compare, g_family, g_nature, g_person, g_quiz, g_recipe, g_town, g_weather
-from gptdeploy.narrative import (
+from gptdeploy.corpus import lexicon as lx
+from gptdeploy.corpus.dialogues import g_dialogue
+from gptdeploy.corpus.english import a, cap, ing, listing, nouns, past, plural, third
+from gptdeploy.corpus.entities import ChoiceTracker, World
+from gptdeploy.corpus.facts import (
+    g_calendar,
+    g_compare,
+    g_family,
+    g_nature,
+    g_person,
+    g_quiz,
+    g_recipe,
+    g_town,
+    g_weather,
+)
+from gptdeploy.corpus.narrative import (
     ANIMALS,
     BAKED,
     CLOTHES,
@@ -32,10 +42,7 @@ from gptdeploy.narrative import (
     month,
     other,
 )
-from gptdeploy.sums import SUMS, g_sums, m_price
-
-if TYPE_CHECKING:
-    from gptdeploy.world import ChoiceTracker, World
+from gptdeploy.corpus.sums import SUMS, g_sums, m_price
 
 TALES = nouns(lx.TALES)
 VISITOR_JOBS = lx.STRANGER_JOBS + tuple(job for job, *_ in lx.JOBS)

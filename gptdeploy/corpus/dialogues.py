@@ -6,14 +6,10 @@ the distance between two towns), so the corpus says them in speech as well as in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from gptdeploy import lexicon as lx
-from gptdeploy.english import a, cap, number_words, plural
-from gptdeploy.narrative import LOSABLE, PET_SPECIES, Voice, activity, other
-
-if TYPE_CHECKING:
-    from gptdeploy.world import ChoiceTracker, Person, World
+from gptdeploy.corpus import lexicon as lx
+from gptdeploy.corpus.english import a, cap, number_words, plural
+from gptdeploy.corpus.entities import ChoiceTracker, Person, World
+from gptdeploy.corpus.narrative import LOSABLE, PET_SPECIES, Voice, activity, other
 
 
 def _tag(r: ChoiceTracker, who: str) -> str:

@@ -6,14 +6,10 @@ apart from the free-form stories, which borrow them (a sum among a day's events,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from gptdeploy import lexicon as lx
-from gptdeploy.english import cap, nouns, plural
-from gptdeploy.narrative import PICKED, Voice, other
-
-if TYPE_CHECKING:
-    from gptdeploy.world import ChoiceTracker, World
+from gptdeploy.corpus import lexicon as lx
+from gptdeploy.corpus.english import cap, nouns, plural
+from gptdeploy.corpus.entities import ChoiceTracker, World
+from gptdeploy.corpus.narrative import PICKED, Voice, other
 
 CONTAINERS = nouns(lx.CONTAINERS)
 

@@ -1,4 +1,5 @@
-"""Graph transforms behind `gptdeploy quantize`: an fp32 graph file in, a quantized graph file out.
+"""The graph transforms behind `gptdeploy quantize` (`quantize.py` describes the schemes): an fp32 graph file in, a
+quantized graph file out.
 
 Each uses ONNX Runtime's own quantization tools. The exported graph holds the tied LM head as
 `MatMul(x, Transpose(W))` (W is shared with the embedding Gather), and the quantizers only touch a MatMul whose
@@ -21,7 +22,6 @@ from onnx import numpy_helper
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FILE = "model.onnx"
 LM_HEAD = "lm_head"
 INT4_OPSET = 21  # the first with int4 tensors (the embedding tables' GatherBlockQuantized)
 # MatMulNBits computes with int8 activations on CPU: on an 8-layer, 512-wide model a decode step 14% and prefill 40%
@@ -114,11 +114,16 @@ def layer_groups(model: onnx.ModelProto, n_layer: int, embeddings: bool = False)
     return {name: nodes for name, nodes in groups.items() if nodes}
 
 
+def layer_groups_of(source: Path, n_layer: int, embeddings: bool) -> dict[str, list[str]]:
+    """`layer_groups` of the graph file at `source`, prepared as the quantizers see it."""
+    return layer_groups(load_prepared(source), n_layer, embeddings)
+
+
 def _every(model: onnx.ModelProto, embeddings: bool) -> list[str]:
     return [node for nodes in layer_groups(model, 0, embeddings).values() for node in nodes]
 
 
-def quantize_int8_dynamic(source: Path, target: Path, nodes: list[str] | None = None) -> Path:
+def quantize_int8_dynamic(source: Path, target: Path, nodes: list[str] | None = None) -> dict:
     """int8 weights (per output channel), uint8 activations quantized at run time (MatMulInteger), int8 embedding
     tables; `nodes`: the nodes to quantize (default: every one `layer_groups` lists)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -128,16 +133,17 @@ def quantize_int8_dynamic(source: Path, target: Path, nodes: list[str] | None = 
     with quiet_quantizer():
         quantize_dynamic(model, target, op_types_to_quantize=["MatMul", "Gather"], nodes_to_quantize=nodes,
                          per_channel=True, weight_type=QuantType.QInt8, use_external_data_format=True)  # fmt: skip
-    return target
+    return {}
 
 
 def quantize_int8_static(
-    source: Path, target: Path, reader: Callable[[], object], nodes: list[str] | None = None, cache: Path | None = None
-) -> Path:
+    source: Path, target: Path, nodes: list[str] | None = None, reader: Callable[[], object] | None = None
+) -> dict:
     """Symmetric int8 QDQ on the inputs of the weight MatMuls (per-channel weights, calibrated activations).
 
-    `reader()` makes a calibration data reader; `cache` keeps the calibrated ranges for the next call (where
-    quantize_static has `calibration_cache_path`; older ONNX Runtime versions calibrate again). MatMul outputs stay
+    `reader()` makes a calibration data reader. The calibrated ranges are cached beside the candidates' folders (the
+    guardrail's work folder) for the next candidate, where quantize_static has `calibration_cache_path` (older ONNX
+    Runtime versions calibrate again). MatMul outputs stay
     unquantized: TensorRT fuses the input QDQ pairs into an int8 GEMM and ONNX Runtime into an integer MatMul, and an
     output pair would only add rounding error.
     """
@@ -145,7 +151,8 @@ def quantize_int8_static(
 
     model = load_prepared(source, nodes)
     nodes = nodes or _every(model, embeddings=False)
-    cached = {"calibration_cache_path": cache} if cache and _supports_calibration_cache(quantize_static) else {}
+    cache = target.parent.parent / "calibration.json"
+    cached = {"calibration_cache_path": cache} if _supports_calibration_cache(quantize_static) else {}
     data = None if cached and cache.is_file() else reader()
     with quiet_quantizer():
         quantize_static(model, target, data, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
@@ -155,10 +162,10 @@ def quantize_int8_static(
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                        "OpTypesToExcludeOutputQuantization": ["MatMul"]},
                         **cached)  # fmt: skip
-    return target
+    return {}
 
 
-def convert_fp16(source: Path, target: Path, io_dtype: str = "fp32") -> Path:
+def convert_fp16(source: Path, target: Path, nodes: None = None, io_dtype: str = "fp32") -> dict:
     """fp16 graph with fp32 islands (FP32_OPS and the residual adds); IO (logits and KV cache) in `io_dtype`.
 
     ONNX Runtime's converter handles the KV outputs that are also read inside the graph (present.* feeds attention)
@@ -179,13 +186,11 @@ def convert_fp16(source: Path, target: Path, io_dtype: str = "fp32") -> Path:
     sorted_graph = ir.from_proto(converted)  # the converter appends its Casts at the end of the node list
     sorted_graph.graph.sort()
     save_graph(ir.to_proto(sorted_graph), target)
-    return target
+    return {}
 
 
-def quantize_int4(
-    source: Path, target: Path, nodes: list[str] | None = None, block_size: int = INT4_BLOCK_SIZE
-) -> Path:
-    """Weight-only int4, symmetric, one scale per `block_size` weights (MatMulNBits, and GatherBlockQuantized for the
+def quantize_int4(source: Path, target: Path, nodes: list[str] | None = None) -> dict:
+    """Weight-only int4, symmetric, one scale per INT4_BLOCK_SIZE weights (MatMulNBits, and GatherBlockQuantized for the
     embedding tables); activations stay fp32. `nodes`: the nodes to quantize (default: all `layer_groups` lists)."""
     from onnx import version_converter
 
@@ -196,12 +201,12 @@ def quantize_int4(
     with quiet_quantizer():
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True,
+        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True,
                                          accuracy_level=INT4_ACCURACY_LEVEL, nodes_to_exclude=skip,
                                          op_types_to_quantize=("MatMul", "Gather"))  # fmt: skip
         quantizer.process()
         quantizer.model.save_model_to_file(str(target), use_external_data_format=True)
-    return target
+    return {}
 
 
 def residual_adds(model: onnx.ModelProto) -> list[str]:

@@ -6,13 +6,9 @@ that each genre imports them from one place and none has to import another genre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from gptdeploy import lexicon as lx
-from gptdeploy.english import a, nouns, plural
-
-if TYPE_CHECKING:
-    from gptdeploy.world import ChoiceTracker, Person, World
+from gptdeploy.corpus import lexicon as lx
+from gptdeploy.corpus.english import a, nouns, plural
+from gptdeploy.corpus.entities import ChoiceTracker, Person, World
 
 # ---- word pools (nouns() also records irregular plurals for plural()) -----------------------------------
 

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
+from gptdeploy.corpus.tasks import TASKS, Example, check_answer, generate_tasks
 from gptdeploy.errors import DataError
-from gptdeploy.tasks import TASKS, Example, check_answer, generate_tasks
 
 
 @pytest.fixture(scope="module")

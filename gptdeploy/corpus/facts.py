@@ -7,14 +7,10 @@ X to Y.") that the tests parse.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from gptdeploy import lexicon as lx
-from gptdeploy.english import a, cap, counted, listing, number_words, plural, third
-from gptdeploy.narrative import ANIMALS, FLOWERS, PICKED, SEASON_OF, month
-
-if TYPE_CHECKING:
-    from gptdeploy.world import ChoiceTracker, Person, Town, World
+from gptdeploy.corpus import lexicon as lx
+from gptdeploy.corpus.english import a, cap, counted, listing, number_words, plural, third
+from gptdeploy.corpus.entities import ChoiceTracker, Person, Town, World
+from gptdeploy.corpus.narrative import ANIMALS, FLOWERS, PICKED, SEASON_OF, month
 
 
 def name(r: ChoiceTracker, p: Person) -> str:

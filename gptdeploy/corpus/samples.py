@@ -11,9 +11,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptdeploy.corpus.tasks import Example, generate_tasks
+from gptdeploy.corpus.world import corpus_stats, generate_corpus
 from gptdeploy.fileio import atomic_write, atomic_write_json, atomic_write_text
-from gptdeploy.tasks import Example, generate_tasks
-from gptdeploy.world import corpus_stats, generate_corpus
 
 
 def _gzip(text: str) -> bytes:

@@ -6,7 +6,7 @@ the spelling rules below, so every word the generator writes is spelled correctl
 
 from collections.abc import Sequence
 
-from gptdeploy import lexicon as lx
+from gptdeploy.corpus import lexicon as lx
 
 _PLURALS: dict[str, str] = {}
 
