@@ -162,7 +162,6 @@ class _GraphChecker:
         self.ops = supported_ops(version)
         self.findings: list[Finding] = []
         self.opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
-        self.functions = {(f.domain, f.name): f for f in model.functions}
         try:
             graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
         except onnx.shape_inference.InferenceError as error:
@@ -266,12 +265,10 @@ class _GraphChecker:
             self.add("warning", "external-data", f"{location} is not among the artifact's files: a copied "
                          "bundle may lose it")  # fmt: skip
 
-    def check_nodes(self, nodes, depth: int = 0) -> None:
+    def check_nodes(self, nodes) -> None:
+        """Every node of the main graph: the exporter inlines functions and emits no control flow (no subgraphs)."""
         for node in nodes:
             domain = node.domain or "ai.onnx"
-            if (node.domain, node.op_type) in self.functions and depth < 8:
-                self.check_nodes(self.functions[(node.domain, node.op_type)].node, depth + 1)  # parser inlines them
-                continue
             if domain == "com.microsoft":
                 self.add("error", "contrib-op", f"{node.op_type} is an ONNX Runtime contrib op (com.microsoft); "
                          "TensorRT has no importer for it: build from a standard-opset artifact", node)  # fmt: skip
@@ -288,10 +285,6 @@ class _GraphChecker:
                 continue
             self._check_types(node)
             self._check_restrictions(node)
-            for attribute in node.attribute:
-                subgraphs = [attribute.g] if attribute.type == self.onnx.AttributeProto.GRAPH else attribute.graphs
-                for graph in subgraphs:
-                    self.check_nodes(graph.node, depth + 1)
 
     def _check_types(self, node) -> None:
         if node.op_type == "Constant":
@@ -325,7 +318,8 @@ class _GraphChecker:
         return names
 
     def _check_restrictions(self, node) -> None:
-        """The per-op restrictions operators.md lists that a static look can decide."""
+        """The per-op restrictions operators.md lists that a static look can decide, for the ops our exporter,
+        fusion and quantization emit."""
         attrs = {a.name: a for a in node.attribute}
         for position, what in CONSTANT_INPUTS.get(node.op_type, {}).items():
             if len(node.input) > position and node.input[position] and node.input[position] not in self.constants:
@@ -335,18 +329,14 @@ class _GraphChecker:
                 self.add("error", "shape-input", f"graph input {node.input[position]!r} feeds {op} as a shape: it "
                          "would be a shape-tensor input, which the engine profiles do not set", node)  # fmt: skip
         check = {
-            "Attention": self._attention, "LayerNormalization": self._layer_norm, "MaxPool": self._max_pool,
-            "Dropout": self._dropout, "TopK": self._top_k, "ScatterND": self._scatter_nd, "Constant": self._constant,
-            "QuantizeLinear": self._quantize, "DequantizeLinear": self._dequantize,
+            "Attention": self._attention, "LayerNormalization": self._layer_norm, "QuantizeLinear": self._quantize,
+            "DequantizeLinear": self._dequantize,
         }.get(node.op_type)  # fmt: skip
         if check is not None:
             check(node, attrs)
         if node.op_type in ("Squeeze", "Unsqueeze") and len(node.input) > 1 and node.input[1] not in self.constants:
             self.add("warning", "restriction", f"{node.op_type}'s axes are computed: the parser must resolve them to "
                      "a constant at build time", node)  # fmt: skip
-        if node.op_type in ("NonZero", "NonMaxSuppression"):
-            self.add("warning", "data-dependent-shape", f"{node.op_type}'s output shape depends on data; TensorRT "
-                     "supports it but plans memory for the worst case", node)  # fmt: skip
 
     def _attention(self, node, attrs) -> None:
         unsupported = {4: "past_key", 5: "past_value", 6: "nonpad_kv_seqlen"}
@@ -369,32 +359,6 @@ class _GraphChecker:
     def _layer_norm(self, node, attrs) -> None:
         if any(node.output[1:]):
             self.add("error", "restriction", "LayerNormalization: only the first output (Y) is supported", node)
-
-    def _max_pool(self, node, attrs) -> None:
-        if any(node.output[1:]):
-            self.add("error", "restriction", "MaxPool's Indices output is unsupported", node)
-
-    def _dropout(self, node, attrs) -> None:
-        if len(node.input) > 2 and node.input[2]:
-            training = self.constants.get(node.input[2])
-            if training is None or self.onnx.numpy_helper.to_array(training).any():
-                self.add("error", "restriction", "Dropout's training_mode must be a constant False", node)
-
-    def _top_k(self, node, attrs) -> None:
-        if "sorted" in attrs and attrs["sorted"].i == 0:
-            self.add("error", "restriction", "TopK must be sorted (sorted=1)", node)
-        k = self.constants.get(node.input[1]) if len(node.input) > 1 else None
-        if k is not None and int(self.onnx.numpy_helper.to_array(k).max()) >= 3840:
-            self.add("error", "restriction", "TopK's K must be below 3840", node)
-
-    def _scatter_nd(self, node, attrs) -> None:
-        if "reduction" in attrs and attrs["reduction"].s not in (b"", b"none"):
-            self.add("error", "restriction", "ScatterND supports reduction='none' only", node)
-
-    def _constant(self, node, attrs) -> None:
-        for name in ("sparse_value", "value_string", "value_strings"):
-            if name in attrs:
-                self.add("error", "restriction", f"Constant's {name} attribute is unsupported", node)
 
     def _quantize(self, node, attrs) -> None:
         self._zero_point(node, 2)

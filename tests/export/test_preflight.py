@@ -188,15 +188,6 @@ def test_external_weights_must_be_next_to_the_graph_and_whole(tmp_path):
     assert "missing" in check_graph(path, (10, 3)).errors[0].message
 
 
-def test_model_local_functions_are_checked_inside(tmp_path):
-    body = [helper.make_node("FastGelu", ["a"], ["b"], "inner_gelu", domain="com.microsoft")]
-    function = helper.make_function("local", "Act", ["a"], ["b"], body,
-                                    [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])  # fmt: skip
-    path = save(tmp_path, [helper.make_node("Act", ["x"], ["y"], "act_0", domain="local")], [value("x")], [value("y")],
-                functions=[function], opsets=[("local", 1), ("com.microsoft", 1)])  # fmt: skip
-    assert [(f.code, f.node) for f in check_graph(path, (10, 15)).errors] == [("contrib-op", "inner_gelu")]
-
-
 def test_versions():
     assert parse_trt_version("10.3") == (10, 3) and parse_trt_version("10.16.1.11") == (10, 16)
     assert parse_trt_version("11") == (11, 0)
