@@ -7,6 +7,7 @@ reads too; this module only traces the model into that form.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,6 +29,7 @@ from gptdeploy.graph_contract import (
     ATTENTION_MASK,
     BATCH_DIM,
     DEFAULT_OPSET,
+    PARAMETERS_KEY,
     PAST_DIM,
     SEQUENCE_DIM,
     TOTAL_DIM,
@@ -108,6 +111,30 @@ def _dynamic_shapes(n_layer: int) -> dict[str, object]:
         "position_ids": {0: batch, 1: sequence},
         "past_key_values": [(cache_axes, cache_axes) for _ in range(n_layer)],
     }
+
+
+def _record_parameters(onnx_program: torch.onnx.ONNXProgram, model: GPT) -> None:
+    """Say in the graph which initializer holds each model parameter, as it is stored or transposed.
+
+    The exporter folds constant transposes into new, numbered initializers and shares equal ones, so the names
+    alone no longer say which weight is which; stages that rebuild the graph from its weights read this map (metadata
+    key PARAMETERS_KEY: {parameter: [initializer, transposed]}). Values are matched exactly, so when two parameters
+    hold the same values either initializer is the right one.
+    """
+    stored: dict[tuple, str] = {}
+    for name, value in onnx_program.model.graph.initializers.items():
+        array = value.const_value.numpy() if value.const_value is not None else None
+        if array is not None and array.dtype == np.float32:
+            stored.setdefault((array.shape, array.tobytes()), name)
+    found = {}
+    for name, parameter in model.named_parameters():
+        array = parameter.detach().cpu().numpy()
+        for transposed, candidate in ((False, array), (True, np.ascontiguousarray(array.T))):
+            key = (candidate.shape, candidate.tobytes())
+            if key in stored:
+                found[name] = [stored[key], transposed]
+                break
+    onnx_program.model.metadata_props[PARAMETERS_KEY] = json.dumps(found)
 
 
 def _tidy_graph(onnx_program: torch.onnx.ONNXProgram) -> None:
@@ -193,6 +220,7 @@ def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportRep
             )
         logger.info("traced and converted to ONNX in %.1f s", time.perf_counter() - start)
         _tidy_graph(onnx_program)
+        _record_parameters(onnx_program, source)
         op_counts = count_ops(onnx_program.model.graph)
         # The external data file is named after the destination (`model.onnx` -> `model.onnx.data`) and the graph
         # refers to it by that name, so the temporary files carry the final names inside the temporary folder.

@@ -18,7 +18,7 @@ from gptdeploy.checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, parameter_count,
 from gptdeploy.compare import compare_backends, describe_rows
 from gptdeploy.corpus.tasks import Example, check_answer, generate_tasks
 from gptdeploy.corpus.world import corpus_stats, generate_corpus
-from gptdeploy.errors import ConfigError, ExportError
+from gptdeploy.errors import ConfigError, GptDeployError
 from gptdeploy.evaluate import exact_match
 from gptdeploy.export.pipeline import add_stage, export_bundle
 from gptdeploy.export.quantize import calibration_texts
@@ -139,24 +139,30 @@ def run_demo(out_dir: str | Path, plan: DemoPlan = FULL, fresh: bool = False) ->
 
 def add_variants(bundle_dir: Path, heldout: Sequence[Example], calibration: Sequence[str]) -> dict[str, str]:
     """Add each fused and quantized variant the bundle lacks; returns {name: reason} for those that missed their
-    budget."""
-    from gptdeploy.export.fusion import TARGETS, fusion_stage
-    from gptdeploy.export.quantize import SCHEMES, quantization_stage
+    budget. The ONNX Runtime CPU variants (int8 dynamic, int4) are made from the slot graph, which the engine batches
+    on; the TensorRT-oriented ones (int8-static QDQ, fp16) from the standard exported graph."""
+    from gptdeploy.export.fusion import fusion_stage
+    from gptdeploy.export.quantize import quantization_stage
 
     bundle = load_bundle(bundle_dir)
     tokenizer = Tokenizer.load(bundle.path)
-    stages = [fusion_stage(target) for target in TARGETS]
-    stages += [quantization_stage(precision, bundle.config, tokenizer, calibration_texts=calibration)
-               for precision in SCHEMES]  # fmt: skip
+
+    def quantized(precision: str):
+        return quantization_stage(precision, bundle.config, tokenizer, calibration_texts=calibration)
+
+    stages = [(fusion_stage("onnxruntime", bundle.config), "onnx-fp32"),
+              (fusion_stage("tensorrt", bundle.config), "onnx-fp32"), (quantized("int8"), "onnx-fused-ort"),
+              (quantized("int8-static"), "onnx-fp32"), (quantized("fp16"), "onnx-fp32"),
+              (quantized("int4"), "onnx-fused-ort")]  # fmt: skip
     present = {artifact.name for artifact in bundle.artifacts}
     rejected = {}
-    for stage in stages:
+    for stage, source in stages:
         if stage.name in present:
             continue
-        logger.info("      %s", stage.name)
+        logger.info("      %s (from %s)", stage.name, source)
         try:
-            add_stage(bundle_dir, stage, heldout=heldout)
-        except ExportError as error:
+            add_stage(bundle_dir, stage, source, heldout=heldout)
+        except GptDeployError as error:
             logger.info("      %s rejected: %s", stage.name, error)
             rejected[stage.name] = str(error)
     return rejected

@@ -48,8 +48,8 @@ def compute_golden(runtime: Runtime, prompts: Sequence[str], new_tokens: int = C
     tokens, logits = [], []
     for prompt, result in zip(prompts, results, strict=True):
         ids = np.array(runtime.tokenizer.encode(prompt, bos=True) + result.tokens, dtype=np.int64)
-        runtime.reset(1)
-        logits.append(runtime.forward(ids[None], np.ones((1, len(ids)), dtype=np.int64), all_logits=True)[0])
+        runtime.reset()
+        logits.append(runtime.prefill(0, ids, all_logits=True))
         tokens.append(ids)
     return Golden(list(prompts), [r.prompt_tokens for r in results], tokens, logits)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 GRAPH_FILE = "model.onnx"  # the graph file inside an artifact's folder; its weights are GRAPH_FILE + ".data"
 ENGINE_FILE = "model.plan"  # a TensorRT engine's file inside its folder
+PARAMETERS_KEY = "gptdeploy.parameters"  # graph metadata: {model parameter: [initializer, transposed]}
 # 18 is the opset the exporter's op library (torchlib) is written for, so no version conversion runs, and every op it
 # emits for this model runs on ONNX Runtime's CPU provider.
 DEFAULT_OPSET = 18
@@ -30,6 +31,11 @@ PAST_VALUE = "past_key_values.{}.value"
 PRESENT_KEY = "present.{}.key"
 PRESENT_VALUE = "present.{}.value"
 TOKEN_INPUTS = (INPUT_IDS, ATTENTION_MASK, POSITION_IDS)  # the inputs before the cache, in graph order
+# The slot graph (export/slot_graph.py): per-row lengths instead of a mask, a cache preallocated to the context
+SEQLENS_K = "seqlens_k"  # [B] int32: each row's length after this call, minus one
+TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # [] int32: the longest row's length after this call
+LOGITS_TO_KEEP = "logits_to_keep"  # [1] int64: logits for this many last positions
+MAX_SEQUENCE_DIM = "max_sequence"  # the cache buffers' length axis: the context, fixed for a runtime
 
 BATCH_DIM = "batch"
 SEQUENCE_DIM = "sequence"

@@ -2,8 +2,8 @@
 
 Four checks, each with numbers and a verdict: teacher-forced logits (max/mean abs diff, KL of the next-token
 distributions, top-1 agreement), free-running greedy decoding (identical tokens, or the first divergence and
-whether it happened at a near-tie), the KV-cache path against a full recompute, and a left-padded batch against
-each prompt alone. Tolerances live in one per-precision table.
+whether it happened at a near-tie), the KV-cache path against a full recompute, and prompts decoded
+together against each prompt alone. Tolerances live in one per-precision table.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _teacher_forced(runtime: Runtime, golden: Golden) -> dict:
     diffs, kls, agree, scale = [], [], [], 1.0
     for tokens, reference in zip(golden.tokens, golden.logits, strict=True):
-        runtime.reset(1)
-        test = runtime.forward(tokens[None], np.ones((1, len(tokens)), dtype=np.int64), all_logits=True)[0]
+        runtime.reset()
+        test = runtime.prefill(0, tokens, all_logits=True)
         diffs.append(np.abs(test - reference))
         p, q = _softmax(reference), _softmax(test)
         kls.append((p * (np.log(p + 1e-30) - np.log(q + 1e-30))).sum(-1))
@@ -90,7 +90,8 @@ def _teacher_forced(runtime: Runtime, golden: Golden) -> dict:
 
 
 def _greedy(runtime: Runtime, golden: Golden, tolerance: Tolerance) -> tuple[int, list[dict], bool]:
-    """Free-running greedy decoding as one left-padded batch, and each prompt alone."""
+    """Free-running greedy decoding of every prompt at once (sharing the runtime's slots, each decode step one call
+    for all of them), and of each prompt alone."""
     steps = max(len(t) - n for t, n in zip(golden.tokens, golden.prompt_lengths, strict=True))
     config = GenerationConfig(max_new_tokens=steps, ignore_eos=True)
     batch = generate(runtime, golden.prompts, config)
@@ -110,12 +111,13 @@ def _greedy(runtime: Runtime, golden: Golden, tolerance: Tolerance) -> tuple[int
 
 
 def _cache_vs_recompute(runtime: Runtime, tokens: np.ndarray, prompt_length: int) -> float:
-    runtime.reset(1)
-    full = runtime.forward(tokens[None], np.ones((1, len(tokens)), dtype=np.int64), all_logits=True)[0]
-    runtime.reset(1)
-    steps = [runtime.forward(tokens[None, :prompt_length], np.ones((1, prompt_length), dtype=np.int64))]
-    for end in range(prompt_length + 1, len(tokens) + 1):
-        steps.append(runtime.forward(tokens[None, end - 1 : end], np.ones((1, end), dtype=np.int64)))
+    """The prompt prefilled, then one token per decode step, against all tokens at once."""
+    runtime.reset()
+    full = runtime.prefill(0, tokens, all_logits=True)
+    runtime.reset()
+    steps = [runtime.prefill(0, tokens[:prompt_length])[None]]
+    for position in range(prompt_length, len(tokens)):
+        steps.append(runtime.decode([0], tokens[position : position + 1]))
     return float(np.abs(np.concatenate(steps) - full[prompt_length - 1 :]).max())
 
 
@@ -143,7 +145,7 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
     if cache_diff / logits["logit_scale"] > tolerance.max_logit_diff:
         failures.append(f"cached decoding differs from a full recompute by {cache_diff:.2e}")
     if not batch_ok:
-        failures.append("a left-padded batch gives other greedy tokens than each prompt alone")
+        failures.append("prompts decoded together give other greedy tokens than each prompt alone")
     return ParityReport(runtime.info.backend, precision, **logits, greedy_identical=identical,
                         prompts=len(golden.prompts), divergences=divergences, cache_vs_recompute_max_diff=cache_diff,
                         batch_matches_single=batch_ok, failures=failures)  # fmt: skip

@@ -1,11 +1,14 @@
 """The `Runtime` protocol every backend implements, the bookkeeping they share, and `load_runtime`.
 
-A runtime owns its KV cache and knows nothing about sampling, stopping or text: `reset(batch)`, then `forward`
-appends tokens and returns logits. Everything above it (generate, stream, the C API) is written once.
+A runtime owns its KV cache as `max_slots` slots, each holding one sequence from position 0 with its own length,
+in memory allocated once. It knows nothing about sampling, stopping, text or scheduling: `prefill` appends tokens
+(a prompt or a chunk of one) to a slot, `decode` appends one token to each of a set of slots, `free` gives a slot
+back. Everything above it (the engine, generate, stream, the C API, the server) is written once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -23,6 +26,7 @@ INSTALL_HINTS = {
     "onnxruntime": "pip install 'gptdeploy[cpu]' (or 'gptdeploy[gpu]' for CUDA)",
     "tensorrt": "pip install 'gptdeploy[gpu]' on a machine with an NVIDIA GPU",
 }
+DEFAULT_SLOTS = 8
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,9 @@ class RuntimeInfo:
     precision: str  # fp32 | fp16 | bf16 | int8 | ...
     device: str  # cpu, cuda:0, ...
     vocab_size: int
-    max_seq_len: int  # cached + new tokens may not exceed this
-    max_batch_size: int
+    max_seq_len: int  # tokens one slot holds
+    max_slots: int  # sequences held at once
+    batched_decode: bool  # decode() of several slots is one pass of the model (else one pass per slot)
 
 
 @runtime_checkable
@@ -40,18 +45,24 @@ class Runtime(Protocol):
     info: RuntimeInfo
     tokenizer: Tokenizer | None  # None for token-level callers (benchmarks, tests); generate() needs one
 
-    def reset(self, batch_size: int) -> None:
-        """Empty the KV cache and size it for `batch_size` rows."""
+    def prefill(self, slot: int, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append tokens to the slot (a prompt, or the next chunk of one) while other slots keep theirs.
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool = False) -> np.ndarray:
-        """Append (B, T) tokens to the cache; attention_mask (B, cached + T) marks real tokens (0 = left padding).
-
-        Returns float32 logits (B, vocab) of the last position, or (B, T, vocab) with all_logits.
+        Returns float32 logits (vocab,) of the last appended position, or (T, vocab) of every one with all_logits.
         Raises ContextOverflowError past info.max_seq_len.
         """
 
-    def keep_rows(self, rows: np.ndarray) -> None:
-        """Keep only these rows of the batch (finished rows stop costing compute)."""
+    def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens[i] to slots[i] (each already holds tokens); float32 logits (len(slots), vocab)."""
+
+    def free(self, slot: int) -> None:
+        """Forget the slot's tokens; the next prefill reuses its memory."""
+
+    def reset(self) -> None:
+        """Free every slot."""
+
+    def length(self, slot: int) -> int:
+        """Tokens the slot holds."""
 
     def close(self) -> None: ...
 
@@ -60,73 +71,89 @@ class Runtime(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
 
-class CachedRuntime:
-    """Bookkeeping shared by every backend: cache length, batch size, input checks, context-manager protocol.
-
-    Subclasses implement `_reset`, `_forward` and `_keep_rows` on their own cache storage.
-    """
+class SlotRuntime:
+    """Bookkeeping every backend shares: each slot's length and the checks on every call, so a backend sees only
+    valid requests. Subclasses implement `_prefill`, `_decode` and `_free` on their own cache memory."""
 
     info: RuntimeInfo
     tokenizer: Tokenizer | None
 
-    def __init__(self) -> None:
-        self.batch_size = 0
-        self.length = 0  # tokens cached per row (padding included)
+    def __init__(self, max_slots: int) -> None:
+        if max_slots < 1:
+            raise GenerationError(f"max_slots must be at least 1, got {max_slots}")
+        self.lengths = np.zeros(max_slots, dtype=np.int64)
 
-    def reset(self, batch_size: int) -> None:
-        if not 1 <= batch_size <= self.info.max_batch_size:
-            raise GenerationError(f"batch size must be in 1..{self.info.max_batch_size}, got {batch_size}")
-        self._reset(batch_size)
-        self.batch_size, self.length = batch_size, 0
-
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool = False) -> np.ndarray:
-        input_ids = np.asarray(input_ids, dtype=np.int64)
-        attention_mask = np.asarray(attention_mask, dtype=np.int64)
-        if self.batch_size == 0:
-            raise GenerationError("call reset(batch_size) before forward")
-        if input_ids.ndim != 2 or input_ids.shape[0] != self.batch_size or input_ids.shape[1] == 0:
-            raise GenerationError(f"input_ids must be (batch={self.batch_size}, tokens>0), got {input_ids.shape}")
-        new_length = self.length + input_ids.shape[1]
-        if attention_mask.shape != (self.batch_size, new_length):
-            raise GenerationError(
-                f"attention_mask must be (batch, cached + new) = {(self.batch_size, new_length)}, "
-                f"got {attention_mask.shape}"
-            )
-        if new_length > self.info.max_seq_len:
-            raise ContextOverflowError(
-                f"{new_length} tokens exceed the model's context of {self.info.max_seq_len} "
-                f"({self.length} cached + {input_ids.shape[1]} new)"
-            )
-        if input_ids.min() < 0 or input_ids.max() >= self.info.vocab_size:
-            raise GenerationError(f"token ids must be in [0, {self.info.vocab_size}), got {input_ids.min()}..")
-        logits = self._forward(input_ids, attention_mask, all_logits)
-        self.length = new_length
+    def prefill(self, slot: int, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        self._check_slot(slot)
+        tokens = self._check_tokens(tokens)
+        start = int(self.lengths[slot])
+        self._check_room(slot, start + len(tokens), len(tokens))
+        logits = self._prefill(slot, tokens, start, all_logits)
+        self.lengths[slot] = start + len(tokens)
         return logits
 
-    def keep_rows(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0 or rows.min() < 0 or rows.max() >= self.batch_size:
-            raise GenerationError(f"rows to keep must be indices into the batch of {self.batch_size}, got {rows}")
-        self._keep_rows(rows)
-        self.batch_size = len(rows)
+    def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
+        slots, tokens = np.asarray(slots, dtype=np.int64).reshape(-1), self._check_tokens(tokens)
+        if len(slots) != len(tokens) or len(set(slots.tolist())) != len(slots):
+            raise GenerationError(f"decode takes one token for each of distinct slots, got slots {slots.tolist()} "
+                                  f"and {len(tokens)} tokens")  # fmt: skip
+        for slot in slots.tolist():
+            self._check_slot(slot)
+            if self.lengths[slot] == 0:
+                raise GenerationError(f"slot {slot} is empty: prefill it before decoding")
+            self._check_room(slot, int(self.lengths[slot]) + 1, 1)
+        logits = self._decode(slots, tokens, self.lengths[slots].copy())
+        self.lengths[slots] += 1
+        return logits
+
+    def free(self, slot: int) -> None:
+        self._check_slot(slot)
+        self.lengths[slot] = 0
+        self._free(slot)
+
+    def reset(self) -> None:
+        for slot in range(len(self.lengths)):
+            self.free(slot)
+
+    def length(self, slot: int) -> int:
+        self._check_slot(slot)
+        return int(self.lengths[slot])
+
+    def _check_slot(self, slot: int) -> None:
+        if not 0 <= slot < len(self.lengths):
+            raise GenerationError(f"slot must be in 0..{len(self.lengths) - 1}, got {slot}")
+
+    def _check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if tokens.size == 0:
+            raise GenerationError("no tokens to append")
+        if tokens.min() < 0 or tokens.max() >= self.info.vocab_size:
+            raise GenerationError(f"token ids must be in [0, {self.info.vocab_size}), got "
+                                  f"{tokens.min()}..{tokens.max()}")  # fmt: skip
+        return tokens
+
+    def _check_room(self, slot: int, length: int, new: int) -> None:
+        if length > self.info.max_seq_len:
+            raise ContextOverflowError(f"{length} tokens exceed the model's context of {self.info.max_seq_len} "
+                                       f"(slot {slot}: {length - new} cached + {new} new)")  # fmt: skip
 
     def close(self) -> None:
         """Release backend resources; the default holds nothing that outlives garbage collection."""
 
-    def __enter__(self) -> CachedRuntime:
+    def __enter__(self) -> SlotRuntime:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _reset(self, batch_size: int) -> None:
+    def _prefill(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
         raise NotImplementedError
 
-    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
+    def _decode(self, slots: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _keep_rows(self, rows: np.ndarray) -> None:
-        raise NotImplementedError
+    def _free(self, slot: int) -> None:
+        """Most backends need nothing: a slot's memory is simply written over by its next prefill."""
 
 
 BACKEND_OF_KIND = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}  # artifact kind -> the backend that runs it
@@ -137,7 +164,7 @@ def load_runtime(
     backend: str = "auto",
     device: str | None = None,
     precision: str = "fp32",
-    max_batch_size: int = 64,
+    max_slots: int = DEFAULT_SLOTS,
     artifact: str | None = None,
 ) -> Runtime:
     """Open the model folder at `path`: a checkpoint runs on torch, a bundle's artifact on the backend of its kind.
@@ -160,38 +187,39 @@ def load_runtime(
                                "bundle; export it with `gptdeploy export`")  # fmt: skip
         if artifact is not None:
             raise BackendError(f"{path} is not a bundle: --artifact only applies to bundles")
-        TorchRuntime = _backend_class("torch")
-        return TorchRuntime.load(path, device=device or "cpu", precision=precision, max_batch_size=max_batch_size)
+        return _backend_module("torch").TorchRuntime.load(path, device or "cpu", precision, max_slots)
     if backend == "torch":
         raise BackendError(f"{path} is a bundle: torch runs checkpoints; pick --backend onnxruntime or tensorrt")
     bundle = load_bundle(path)
     kind = None if backend == "auto" else next(k for k, b in BACKEND_OF_KIND.items() if b == backend)
-    return open_artifact(bundle, bundle.runnable(kind, precision, artifact), device, max_batch_size)
+    return open_artifact(bundle, bundle.runnable(kind, precision, artifact), device, max_slots)
 
 
-def open_artifact(bundle: Bundle, artifact: Artifact, device: str | None = None, max_batch_size: int = 64) -> Runtime:
+def open_artifact(
+    bundle: Bundle, artifact: Artifact, device: str | None = None, max_slots: int = DEFAULT_SLOTS
+) -> Runtime:
     """A runtime on one artifact of a bundle, registered or still being judged by a stage: the backend of its kind."""
     if artifact.kind not in BACKEND_OF_KIND:
         raise BackendError(f"artifact {artifact.name!r} is of kind {artifact.kind!r}, which no backend runs")
-    runtime_class = _backend_class(BACKEND_OF_KIND[artifact.kind])
+    backend = _backend_module(BACKEND_OF_KIND[artifact.kind])
     tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
-    return runtime_class.from_artifact(bundle, artifact, tokenizer, device, max_batch_size)
+    return backend.from_artifact(bundle, artifact, tokenizer, device, max_slots)
 
 
-def _backend_class(backend: str) -> type:
-    """The runtime class of a backend, imported only now: each needs its own heavy library."""
+def _backend_module(backend: str):
+    """The module of a backend, imported only now: each needs its own heavy library."""
     try:
         if backend == "torch":
-            from gptdeploy.runtimes.torch_runtime import TorchRuntime
+            from gptdeploy.runtimes import torch_runtime
 
-            return TorchRuntime
+            return torch_runtime
         if backend == "onnxruntime":
-            from gptdeploy.runtimes.ort_runtime import OrtRuntime
+            from gptdeploy.runtimes import ort_runtime
 
-            return OrtRuntime
-        from gptdeploy.runtimes.trt_runtime import TrtRuntime
+            return ort_runtime
+        from gptdeploy.runtimes import trt_runtime
 
-        return TrtRuntime
+        return trt_runtime
     except ModuleNotFoundError as error:
         if error.name not in ("torch", "onnxruntime", "tensorrt"):
             raise

@@ -1,7 +1,11 @@
-"""The ONNX Runtime backend: the bundle's decoder graph on the CPU, CUDA or TensorRT execution providers.
+"""The ONNX Runtime backend: a bundle's decoder graph on the CPU, CUDA or TensorRT execution providers.
 
-Inputs and outputs go through IO binding, and each step's `present.*` outputs are bound as the next step's
-`past_key_values.*` inputs as ORT values, so the KV cache never round-trips through fresh numpy arrays.
+Two graph forms run here, told apart by their inputs (`gptdeploy/graph_contract.py`):
+- the slot graph (`gptdeploy optimize --target onnxruntime`): one cache buffer per layer and key/value, allocated
+  once at (max_slots, kv_heads, context, head_dim) and bound as both past and present, so GroupQueryAttention
+  writes each step's keys and values in place. A decode of several slots is one call over the rows they span.
+- the exported graph (past in, present out, grown by concatenation): each slot keeps its own past, and a call runs
+  one slot (no batched decode). Standard ONNX, for checking and for other targets; slower for serving.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from gptdeploy.graph_contract import (
     ATTENTION_MASK,
     INPUT_IDS,
     LOGITS,
+    LOGITS_TO_KEEP,
     POSITION_IDS,
+    SEQLENS_K,
+    TOTAL_SEQUENCE_LENGTH,
     past_names,
-    position_ids,
     present_names,
 )
-from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
+from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime
 from gptdeploy.tokenizer import Tokenizer
 
 PROVIDERS = {
@@ -31,6 +37,7 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
@@ -43,70 +50,155 @@ def session_options(threads: int | None = None, spinning: bool = True) -> ort.Se
     return options
 
 
-class OrtRuntime(CachedRuntime):
-    def __init__(
-        self,
-        graph: str | Path,
-        config: GPTConfig,
-        tokenizer: Tokenizer | None,
-        device: str = "cpu",
-        precision: str = "fp32",
-        max_batch_size: int = 64,
-        options: ort.SessionOptions | None = None,
-    ):
-        super().__init__()
-        kind = device.split(":")[0]
-        if kind not in PROVIDERS:
-            raise BackendError(f"onnxruntime device must be cpu, cuda[:N] or tensorrt[:N], got {device!r}")
-        wanted = PROVIDERS[kind]
-        if wanted[0] not in ort.get_available_providers():
-            raise BackendError(f"{wanted[0]} is not in this onnxruntime build; install 'gptdeploy[gpu]'")
-        device_id = int(device.split(":")[1]) if ":" in device else 0
-        providers = [(name, {"device_id": device_id}) if name != "CPUExecutionProvider" else name for name in wanted]
-        self.session = ort.InferenceSession(str(graph), sess_options=options or session_options(), providers=providers)
-        if self.session.get_providers()[0] != wanted[0]:  # listed as available, but it failed to load
-            raise BackendError(f"{wanted[0]} failed to load (got {self.session.get_providers()}); check CUDA/cuDNN")
-        self.ort_device = "cpu" if kind == "cpu" else "cuda"
-        self.device_id = device_id
-        self.config, self.tokenizer = config, tokenizer
-        self.info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size,
-                                max_batch_size)  # fmt: skip
+def open_graph(
+    graph: str | Path,
+    config: GPTConfig,
+    tokenizer: Tokenizer | None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    max_slots: int = DEFAULT_SLOTS,
+    options: ort.SessionOptions | None = None,
+) -> OrtSlotRuntime | OrtGraphRuntime:
+    """A runtime on the graph file at `graph`, of the class its form needs."""
+    kind = device.split(":")[0]
+    if kind not in PROVIDERS:
+        raise BackendError(f"onnxruntime device must be cpu, cuda[:N] or tensorrt[:N], got {device!r}")
+    wanted = PROVIDERS[kind]
+    if wanted[0] not in ort.get_available_providers():
+        raise BackendError(f"{wanted[0]} is not in this onnxruntime build; install 'gptdeploy[gpu]'")
+    device_id = int(device.split(":")[1]) if ":" in device else 0
+    providers = [(name, {"device_id": device_id}) if name != "CPUExecutionProvider" else name for name in wanted]
+    session = ort.InferenceSession(str(graph), sess_options=options or session_options(), providers=providers)
+    if session.get_providers()[0] != wanted[0]:  # listed as available, but it failed to load
+        raise BackendError(f"{wanted[0]} failed to load (got {session.get_providers()}); check CUDA/cuDNN")
+    inputs = {value.name: value.type for value in session.get_inputs()}
+    info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size, max_slots,
+                       SEQLENS_K in inputs)  # fmt: skip
+    runtime_class = OrtSlotRuntime if SEQLENS_K in inputs else OrtGraphRuntime
+    return runtime_class(session, info, config, tokenizer, CACHE_TYPES[inputs[past_names(config.n_layer)[0]]])
+
+
+def from_artifact(
+    bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None, max_slots: int
+) -> OrtSlotRuntime | OrtGraphRuntime:
+    return open_graph(bundle.file(artifact.path), bundle.config, tokenizer, device or "cpu", artifact.precision,
+                      max_slots)  # fmt: skip
+
+
+class OrtRuntime(SlotRuntime):
+    """What both graph forms share: the session and the device the cache lives on."""
+
+    def __init__(self, session: ort.InferenceSession, info: RuntimeInfo, config: GPTConfig,
+                 tokenizer: Tokenizer | None, cache_dtype: type):  # fmt: skip
+        super().__init__(info.max_slots)
+        self.session, self.info, self.config, self.tokenizer = session, info, config, tokenizer
+        self.cache_dtype = cache_dtype
+        self.ort_device = "cpu" if info.device == "cpu" else "cuda"
+        self.device_id = int(info.device.split(":")[1]) if ":" in info.device else 0
         self.past_names, self.present_names = past_names(config.n_layer), present_names(config.n_layer)
-        cache_type = {value.name: value.type for value in self.session.get_inputs()}[self.past_names[0]]
-        self.past_dtype = np.float16 if cache_type == "tensor(float16)" else np.float32
-        self.past: list[ort.OrtValue] = []
 
-    @classmethod
-    def from_artifact(
-        cls, bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None, max_batch_size: int
-    ) -> OrtRuntime:
-        return cls(bundle.file(artifact.path), bundle.config, tokenizer, device or "cpu", artifact.precision,
-                   max_batch_size)  # fmt: skip
 
-    def _ort_value(self, array: np.ndarray) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.ort_device, self.device_id)
+class OrtSlotRuntime(OrtRuntime):
+    """The slot graph over one preallocated buffer per cache tensor; rows of the buffer are the slots."""
 
-    def _reset(self, batch_size: int) -> None:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         c = self.config
-        empty = np.zeros((batch_size, c.kv_heads, 0, c.head_dim), dtype=self.past_dtype)
-        self.past = [self._ort_value(empty) for _ in self.past_names]
+        shape = (self.info.max_slots, c.kv_heads, c.block_size, c.head_dim)
+        # Zeroed, so attention never meets uninitialized memory past a row's end. On the CPU the OrtValue wraps the
+        # numpy array itself (kept here); on a GPU it is a copy in device memory.
+        self.host = [np.zeros(shape, dtype=self.cache_dtype) for _ in self.past_names]
+        self.buffers = [ort.OrtValue.ortvalue_from_numpy(array, self.ort_device, self.device_id) for array in self.host]
+        if self.ort_device != "cpu":
+            self.host = []
+        self.row_bytes = int(np.prod(shape[1:])) * np.dtype(self.cache_dtype).itemsize
+        self.element_type = np.dtype(self.cache_dtype).type
+        self.learned_positions = POSITION_IDS in {value.name for value in self.session.get_inputs()}
 
-    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
+    def cache_pointers(self) -> list[int]:
+        """Where the KV cache lives: one buffer per cache tensor, allocated once."""
+        return [buffer.data_ptr() for buffer in self.buffers]
+
+    def _run(self, first: int, tokens: np.ndarray, starts: np.ndarray, keep: int) -> np.ndarray:
+        """Append tokens (n, T) to rows first..first+n-1 whose lengths are `starts`; logits (n, keep, vocab)."""
+        n, T = tokens.shape
         binding = self.session.io_binding()
-        binding.bind_cpu_input(INPUT_IDS, input_ids)
-        binding.bind_cpu_input(ATTENTION_MASK, attention_mask)
-        binding.bind_cpu_input(POSITION_IDS, position_ids(attention_mask, input_ids.shape[1]))
+        binding.bind_cpu_input(INPUT_IDS, tokens)
+        if self.learned_positions:
+            binding.bind_cpu_input(POSITION_IDS, starts[:, None] + np.arange(T, dtype=np.int64))
+        binding.bind_cpu_input(SEQLENS_K, (starts + T - 1).astype(np.int32))
+        binding.bind_cpu_input(TOTAL_SEQUENCE_LENGTH, np.array(starts.max() + T, dtype=np.int32))
+        binding.bind_cpu_input(LOGITS_TO_KEEP, np.array([keep], dtype=np.int64))
         binding.bind_output(LOGITS, "cpu")
-        for past_name, present_name, value in zip(self.past_names, self.present_names, self.past, strict=True):
+        shape = [n, *self.buffers[0].shape()[1:]]
+        for past, present, buffer in zip(self.past_names, self.present_names, self.buffers, strict=True):
+            pointer = buffer.data_ptr() + first * self.row_bytes  # rows are contiguous: a view of the buffer
+            binding.bind_input(past, self.ort_device, self.device_id, self.element_type, shape, pointer)
+            binding.bind_output(present, self.ort_device, self.device_id, self.element_type, shape, pointer)
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()
+
+    def _prefill(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
+        logits = self._run(slot, tokens[None], np.array([start]), len(tokens) if all_logits else 1)[0]
+        return logits if all_logits else logits[-1]
+
+    def _decode(self, slots: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """One call per span of rows covering the slots. A row inside a span that is not decoded (free, or between
+        prefill chunks) rides along: it writes a token's keys just after its last one, where its next tokens go
+        anyway, and its logits are dropped; a full row has no room for that, so it splits the span."""
+        logits = np.empty((len(slots), self.info.vocab_size), dtype=np.float32)
+        for first, last in self._spans(sorted(slots.tolist())):
+            inside = np.flatnonzero((slots >= first) & (slots <= last))
+            feed = np.zeros(last - first + 1, dtype=np.int64)
+            feed[slots[inside] - first] = tokens[inside]
+            run = self._run(first, feed[:, None], self.lengths[first : last + 1].copy(), 1)
+            logits[inside] = run[slots[inside] - first, -1]
+        return logits
+
+    def _spans(self, rows: list[int]) -> list[tuple[int, int]]:
+        """[first, last] spans covering the sorted rows, merged across gaps whose rows have room for one token."""
+        spans: list[tuple[int, int]] = []
+        for row in rows:
+            gap = range(spans[-1][1] + 1, row) if spans else range(0)
+            if spans and all(self.lengths[other] < self.info.max_seq_len for other in gap):
+                spans[-1] = (spans[-1][0], row)
+            else:
+                spans.append((row, row))
+        return spans
+
+
+class OrtGraphRuntime(OrtRuntime):
+    """The exported graph: each slot keeps its own past (grown by concatenation inside the graph); one slot per call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pasts: list[list[ort.OrtValue] | None] = [None] * self.info.max_slots
+
+    def _empty(self) -> list[ort.OrtValue]:
+        c = self.config
+        empty = np.zeros((1, c.kv_heads, 0, c.head_dim), dtype=self.cache_dtype)
+        return [ort.OrtValue.ortvalue_from_numpy(empty, self.ort_device, self.device_id) for _ in self.past_names]
+
+    def _prefill(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
+        T = len(tokens)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(INPUT_IDS, tokens[None])
+        binding.bind_cpu_input(ATTENTION_MASK, np.ones((1, start + T), dtype=np.int64))
+        binding.bind_cpu_input(POSITION_IDS, np.arange(start, start + T, dtype=np.int64)[None])
+        binding.bind_output(LOGITS, "cpu")
+        past = self.pasts[slot] if start else self._empty()
+        for past_name, present_name, value in zip(self.past_names, self.present_names, past, strict=True):
             binding.bind_ortvalue_input(past_name, value)
             binding.bind_output(present_name, self.ort_device, self.device_id)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        self.past = list(outputs[1:])
-        logits = outputs[0].numpy()  # (B, T, vocab)
-        if all_logits:
-            return logits.astype(np.float32, copy=False)
-        return np.ascontiguousarray(logits[:, -1], dtype=np.float32)  # copies only when the prompt had several tokens
+        self.pasts[slot] = list(outputs[1:])
+        logits = outputs[0].numpy()[0]  # (T, vocab)
+        return logits.astype(np.float32, copy=False) if all_logits else np.array(logits[-1], dtype=np.float32)
 
-    def _keep_rows(self, rows: np.ndarray) -> None:
-        self.past = [self._ort_value(value.numpy()[rows]) for value in self.past]
+    def _decode(self, slots: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return np.stack([self._prefill(int(slot), tokens[i : i + 1], int(starts[i]), False)
+                         for i, slot in enumerate(slots)])  # fmt: skip
+
+    def _free(self, slot: int) -> None:
+        self.pasts[slot] = None

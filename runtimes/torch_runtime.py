@@ -1,7 +1,7 @@
-"""The PyTorch reference runtime: the checkpoint's model with a KV cache pre-allocated to the maximum length.
+"""The PyTorch reference runtime: the checkpoint's model over a KV cache of `max_slots` slots allocated once.
 
-Decode steps write keys and values in place (no per-step concatenation). fp32 is the reference; fp16 and bf16
-run on CUDA.
+Each forward pass writes the new keys and values of every row at that row's own positions in the one buffer (no
+per-step concatenation) and masks each row to its own length. fp32 is the reference; fp16 and bf16 run on CUDA.
 """
 
 from __future__ import annotations
@@ -14,33 +14,43 @@ from torch import Tensor
 
 from gptdeploy.checkpoint import load_checkpoint
 from gptdeploy.errors import BackendError
-from gptdeploy.graph_contract import position_ids
 from gptdeploy.model import GPT, KV
-from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
+from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime
 from gptdeploy.tokenizer import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class StaticKVCache:
-    """Keys and values of every layer in one buffer (layer, k/v, B, n_kv_head, max_len, head_dim)."""
+class SlotKVCache:
+    """One forward pass's view of the runtime's buffer (layer, k/v, slot, kv_head, position, head_dim): the rows it
+    runs, and where each row's new tokens go. What attention reads back is every row up to the longest."""
 
-    def __init__(self, model: GPT, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        c = model.config
-        self.buffer = torch.zeros(c.n_layer, 2, batch_size, c.kv_heads, max_len, c.head_dim, dtype=dtype, device=device)
-        self.length = 0
+    def __init__(self, buffer: Tensor, rows: Tensor, starts: Tensor, new_tokens: int):
+        self.buffer, self.rows, self.starts = buffer, rows, starts
+        self.length = int(starts.max())  # the model builds its causal mask from this; `mask` narrows each row
+        self.positions = starts[:, None] + torch.arange(new_tokens, device=starts.device)  # (n, T)
+        self.contiguous = rows.numel() == 1 or bool((rows[1:] - rows[:-1] == 1).all())
 
     def update(self, layer: int, key: Tensor, value: Tensor) -> KV:
         end = self.length + key.shape[2]
-        self.buffer[layer, 0, :, :, self.length : end] = key
-        self.buffer[layer, 1, :, :, self.length : end] = value
-        return self.buffer[layer, 0, :, :, :end], self.buffer[layer, 1, :, :, :end]
+        stored = []
+        for index, new in ((0, key), (1, value)):
+            cache = self.buffer[layer, index]  # (slots, H, L, D)
+            cache[self.rows[:, None], :, self.positions] = new.transpose(1, 2)  # (n, T, H, D) at (row, position)
+            if self.contiguous:  # a view, no copy
+                first = int(self.rows[0])
+                stored.append(cache[first : first + self.rows.numel(), :, :end])
+            else:
+                stored.append(cache[self.rows, :, :end])
+        return stored[0], stored[1]
 
-    def keep_rows(self, rows: Tensor) -> None:
-        self.buffer = self.buffer.index_select(2, rows)
+    def mask(self, new_tokens: int) -> Tensor:
+        """(n, length + T): 1 where a row has a token (its own ones, not another row's longer past)."""
+        columns = torch.arange(self.length + new_tokens, device=self.starts.device)
+        return (columns[None, :] < (self.starts + new_tokens)[:, None]).long()
 
 
-class TorchRuntime(CachedRuntime):
+class TorchRuntime(SlotRuntime):
     """Runs a `GPT` (loaded from a checkpoint, or in memory; without a tokenizer it serves token-level callers)."""
 
     def __init__(
@@ -49,9 +59,9 @@ class TorchRuntime(CachedRuntime):
         tokenizer: Tokenizer | None,
         device: str = "cpu",
         precision: str = "fp32",
-        max_batch_size: int = 64,
+        max_slots: int = DEFAULT_SLOTS,
     ):
-        super().__init__()
+        super().__init__(max_slots)
         if precision not in DTYPES:
             raise BackendError(f"torch runtime precision must be one of {', '.join(DTYPES)}, got {precision!r}")
         self.device = torch.device(device)
@@ -62,28 +72,32 @@ class TorchRuntime(CachedRuntime):
         self.dtype = DTYPES[precision]
         self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = tokenizer
-        config = model.config
-        self.info = RuntimeInfo("torch", precision, str(self.device), config.vocab_size, config.block_size,
-                                max_batch_size)  # fmt: skip
-        self.cache: StaticKVCache | None = None
+        c = model.config
+        self.info = RuntimeInfo("torch", precision, str(self.device), c.vocab_size, c.block_size, max_slots, True)
+        shape = (c.n_layer, 2, max_slots, c.kv_heads, c.block_size, c.head_dim)
+        self.buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", precision: str = "fp32", max_batch_size: int = 64):
+    def load(cls, path: str | Path, device: str = "cpu", precision: str = "fp32", max_slots: int = DEFAULT_SLOTS):
         checkpoint = load_checkpoint(path)
-        return cls(checkpoint.model, checkpoint.tokenizer, device, precision, max_batch_size)
+        return cls(checkpoint.model, checkpoint.tokenizer, device, precision, max_slots)
 
-    def _reset(self, batch_size: int) -> None:
-        self.cache = StaticKVCache(self.model, batch_size, self.info.max_seq_len, self.dtype, self.device)
+    def cache_pointers(self) -> list[int]:
+        """Where the KV cache lives: one buffer, allocated once."""
+        return [self.buffer.data_ptr()]
 
     @torch.inference_mode()
-    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
-        ids = torch.from_numpy(input_ids).to(self.device)
-        mask = torch.from_numpy(attention_mask).to(self.device)
-        positions = torch.from_numpy(position_ids(attention_mask, input_ids.shape[1])).to(self.device)
-        self.cache.length = self.length
-        logits, _ = self.model(ids, self.cache, attention_mask=mask, position_ids=positions)
-        logits = logits if all_logits else logits[:, -1]
-        return logits.float().cpu().numpy()
+    def _run(self, rows: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> Tensor:
+        """Logits (n, T, vocab) of `tokens` (n, T) appended to `rows` at `starts`."""
+        ids = torch.from_numpy(tokens).to(self.device)
+        starts_t = torch.from_numpy(starts).to(self.device)
+        cache = SlotKVCache(self.buffer, torch.from_numpy(rows).to(self.device), starts_t, tokens.shape[1])
+        logits, _ = self.model(ids, cache, attention_mask=cache.mask(tokens.shape[1]), position_ids=cache.positions)
+        return logits
 
-    def _keep_rows(self, rows: np.ndarray) -> None:
-        self.cache.keep_rows(torch.from_numpy(rows).to(self.device))
+    def _prefill(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
+        logits = self._run(np.array([slot]), tokens[None], np.array([start]))[0]
+        return (logits if all_logits else logits[-1]).float().cpu().numpy()
+
+    def _decode(self, slots: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return self._run(slots, tokens[:, None], starts)[:, -1].float().cpu().numpy()

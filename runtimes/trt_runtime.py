@@ -1,10 +1,18 @@
 """The TensorRT backend: a bundle's engine behind the `Runtime` protocol, on the name-based TensorRT 10/11 API.
 
-The KV cache stays on the GPU in two buffers per cache tensor, allocated once for the engine's largest batch and
-length. Each step reads the past from one and the engine writes the present (past + new tokens, contiguous) into
-the other, then the two swap: the present of one step is laid out exactly as the next step's past, so decoding
-copies nothing through the host. Prompts run on the engine's prefill profile and single tokens on its decode
-profile (profile order is the builder's contract). Only the logits the caller needs come back to the host.
+The KV cache stays on the GPU in two buffers per cache tensor, allocated once with a region per slot. A step of a
+slot reads its past from its region of one buffer and the engine writes the present (past + new tokens, contiguous)
+into its region of the other, then that slot's two swap: the present of one step is laid out exactly as the next
+step's past, so decoding copies nothing through the host. Prompts run on the engine's prefill profile and single
+tokens on its decode profile (profile order is the builder's contract). Only the logits the caller needs come back.
+
+The engines are built from the exported graph, whose cache grows by concatenation, so each slot runs on its own
+(`batched_decode` is False): the engine above still interleaves requests, one slot per call. TensorRT 10.15 and 11
+also offer an in-place cache (`INetworkDefinition.add_kv_cache_update`: an IKVCacheUpdateLayer writes each row's
+new keys at its own write index into a network input it aliases as an output), which would let one engine decode
+every slot in one call like the ONNX Runtime slot graph does. It needs a network built through that API (or an
+ONNX parser that maps opset-24 TensorScatter to it) and a GPU to check parity on; neither is available where this
+was written, so it is not used.
 
 CUDA memory and the stream come from torch.cuda or cuda-python, whichever is installed. The module imports
 without TensorRT; opening an engine without it raises a `BackendError` that says how to install it.
@@ -23,16 +31,14 @@ from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError
 from gptdeploy.graph_contract import (
     ATTENTION_MASK,
-    INPUT_IDS,
     LOGITS,
     TOKEN_INPUTS,
     input_names,
     output_names,
     past_names,
-    position_ids,
     present_names,
 )
-from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
+from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime
 from gptdeploy.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -77,14 +83,15 @@ def check_engine_compatible(recipe: dict, trt_version: str, gpu: str, compute_ca
 class BufferPlan:
     """Device memory one runtime allocates up front, in bytes."""
 
-    kv_tensor: int  # one past or present buffer: (max_batch, kv_heads, max_len, head_dim)
+    kv_region: int  # one slot's past or present of one cache tensor: (kv_heads, max_len, head_dim)
+    kv_tensor: int  # one past or present buffer: a region per slot
     kv_total: int  # two buffers (read/write) for each key and value of each layer
-    ids: int  # one of input_ids / attention_mask / position_ids at (max_batch, max_len)
+    ids: int  # one of input_ids / attention_mask / position_ids at (1, max_len)
 
 
-def buffer_plan(config: GPTConfig, max_batch: int, max_len: int, kv_itemsize: int, id_itemsize: int) -> BufferPlan:
-    kv_tensor = max_batch * config.kv_heads * max_len * config.head_dim * kv_itemsize
-    return BufferPlan(kv_tensor, 2 * 2 * config.n_layer * kv_tensor, max_batch * max_len * id_itemsize)
+def buffer_plan(config: GPTConfig, slots: int, max_len: int, kv_itemsize: int, id_itemsize: int) -> BufferPlan:
+    region = config.kv_heads * max_len * config.head_dim * kv_itemsize
+    return BufferPlan(region, slots * region, 2 * 2 * config.n_layer * slots * region, max_len * id_itemsize)
 
 
 def profile_for(cached: int) -> int:
@@ -92,7 +99,7 @@ def profile_for(cached: int) -> int:
     return PREFILL if cached == 0 else DECODE
 
 
-class TrtRuntime(CachedRuntime):
+class TrtRuntime(SlotRuntime):
     def __init__(
         self,
         engine_path: str | Path,
@@ -100,13 +107,13 @@ class TrtRuntime(CachedRuntime):
         tokenizer: Tokenizer | None,
         device: str = "cuda",
         precision: str = "fp32",
-        max_batch_size: int = 64,
+        max_slots: int = DEFAULT_SLOTS,
         recipe: dict | None = None,
         rebuild: str = "gptdeploy build-engine BUNDLE",
     ):
         """Open an engine file; with its build `recipe`, only after checking it was built for this TensorRT and GPU
         (`rebuild` is the command the refusal suggests)."""
-        super().__init__()
+        super().__init__(max_slots)
         trt = import_tensorrt()
         self.config, self.tokenizer = config, tokenizer
         self.past_names, self.present_names = past_names(config.n_layer), present_names(config.n_layer)
@@ -121,28 +128,18 @@ class TrtRuntime(CachedRuntime):
         self.context = self.engine.create_execution_context()
         self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
                        for name in input_names(config.n_layer) + output_names(config.n_layer)}  # fmt: skip
-        _, _, ids_max = self.engine.get_tensor_profile_shape(INPUT_IDS, PREFILL)
         _, _, mask_max = self.engine.get_tensor_profile_shape(ATTENTION_MASK, DECODE)
-        engine_batch, self.max_len = int(ids_max[0]), int(mask_max[1])
+        self.max_len = int(mask_max[1])
         self.info = RuntimeInfo("tensorrt", precision, self.gpu.name_for_info, config.vocab_size,
-                                min(config.block_size, self.max_len), min(max_batch_size, engine_batch))  # fmt: skip
-        plan = buffer_plan(config, engine_batch, self.max_len, self.dtypes[self.past_names[0]].itemsize, 8)
+                                min(config.block_size, self.max_len), max_slots, False)  # fmt: skip
+        plan = buffer_plan(config, max_slots, self.max_len, self.dtypes[self.past_names[0]].itemsize, 8)
         logger.info("allocating %.1f MiB of KV cache on %s", plan.kv_total / 2**20, self.gpu.name_for_info)
+        self.region = plan.kv_region
         self.kv = [[self.gpu.alloc(plan.kv_tensor) for _ in self.past_names] for _ in range(2)]  # [read/write][tensor]
         self.ids = {name: self.gpu.alloc(plan.ids) for name in TOKEN_INPUTS}
         self.logits = self.gpu.alloc(0)
-        self.read, self.profile = 0, -1
-
-    @classmethod
-    def from_artifact(
-        cls, bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None, max_batch_size: int
-    ) -> TrtRuntime:
-        """An engine of the bundle, checked against this machine's TensorRT and GPU once its build is recorded."""
-        details = artifact.details
-        recipe = details.recipe if details is not None else None
-        rebuild = rebuild_command(bundle.path, details.source, details.recipe) if details is not None else ""
-        return cls(bundle.file(artifact.path), bundle.config, tokenizer, device or "cuda", artifact.precision,
-                   max_batch_size, recipe, rebuild)  # fmt: skip
+        self.read = np.zeros(max_slots, dtype=np.int64)  # which buffer holds each slot's past
+        self.profile = -1
 
     def _check_io(self) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -151,65 +148,63 @@ class TrtRuntime(CachedRuntime):
             raise BackendError(f"the engine lacks tensors {missing} or its prefill/decode profiles "
                                f"({self.engine.num_optimization_profiles} profiles); rebuild it")  # fmt: skip
 
-    def _reset(self, batch_size: int) -> None:
-        self.read = 0  # an empty cache: the next step reads a past of length 0
+    def cache_pointers(self) -> list[int]:
+        """Where the KV cache lives: two buffers per cache tensor, allocated once."""
+        return [buffer.ptr for pair in self.kv for buffer in pair]
 
-    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, all_logits: bool) -> np.ndarray:
-        if self.length == 0 or input_ids.shape[1] == 1:
-            return self._step(input_ids, attention_mask, self.length, all_logits)
-        # tokens appended to a cache go through the decode profile one at a time
-        steps = []
-        for t in range(input_ids.shape[1]):
-            cached = self.length + t
-            steps.append(self._step(input_ids[:, t : t + 1], attention_mask[:, : cached + 1], cached, True))
-        logits = np.concatenate(steps, axis=1)
-        return logits if all_logits else logits[:, -1]
+    def _prefill(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
+        if start == 0:
+            logits = self._step(slot, tokens, 0, all_logits)
+            return logits if all_logits else logits[-1]
+        steps = [self._step(slot, tokens[t : t + 1], start + t, True) for t in range(len(tokens))]  # decode profile
+        logits = np.concatenate(steps)
+        return logits if all_logits else logits[-1]
 
-    def _step(self, ids: np.ndarray, mask: np.ndarray, cached: int, all_logits: bool) -> np.ndarray:
-        c, (B, T) = self.config, ids.shape
+    def _decode(self, slots: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return np.stack([self._step(int(slot), tokens[i : i + 1], int(starts[i]), False)[-1]
+                         for i, slot in enumerate(slots)])  # fmt: skip
+
+    def _free(self, slot: int) -> None:
+        self.read[slot] = 0
+
+    def _step(self, slot: int, ids: np.ndarray, cached: int, all_logits: bool) -> np.ndarray:
+        """Run `ids` (T,) on top of the slot's `cached` tokens; logits (T, vocab) with all_logits, else (1, vocab)."""
+        c, T = self.config, len(ids)
         profile = profile_for(cached)
         if profile != self.profile:
             if not self.context.set_optimization_profile_async(profile, self.gpu.stream_handle):
                 raise BackendError(f"TensorRT refused optimization profile {profile}")
             self.profile = profile
-        for name, array in zip(TOKEN_INPUTS, (ids, mask, position_ids(mask, T)), strict=True):
+        mask = np.ones((1, cached + T), dtype=np.int64)
+        positions = np.arange(cached, cached + T, dtype=np.int64)[None]
+        for name, array in zip(TOKEN_INPUTS, (ids[None], mask, positions), strict=True):
             array = np.ascontiguousarray(array, dtype=self.dtypes[name])
             self.gpu.upload(self.ids[name], array)
-            self._bind(name, self.ids[name], array.shape)
+            self._bind(name, self.ids[name], 0, array.shape)
+        offset, read = slot * self.region, int(self.read[slot])
         for i, name in enumerate(self.past_names):
-            self._bind(name, self.kv[self.read][i], (B, c.kv_heads, cached, c.head_dim))
+            self._bind(name, self.kv[read][i], offset, (1, c.kv_heads, cached, c.head_dim))
         for i, name in enumerate(self.present_names):
-            self._bind(name, self.kv[1 - self.read][i])
+            self._bind(name, self.kv[1 - read][i], offset)
         logits_dtype = self.dtypes[LOGITS]
         row = c.vocab_size * logits_dtype.itemsize
-        if self.logits.nbytes < B * T * row:
+        if self.logits.nbytes < T * row:
             self.gpu.release(self.logits)
-            self.logits = self.gpu.alloc(B * T * row)
-        self._bind(LOGITS, self.logits)
+            self.logits = self.gpu.alloc(T * row)
+        self._bind(LOGITS, self.logits, 0)
         if not self.context.execute_async_v3(self.gpu.stream_handle):
             raise BackendError("TensorRT failed to run the engine (see its log above)")
-        self.read = 1 - self.read
-        if all_logits:
-            raw = self.gpu.download(self.logits, 0, B * T * row, B * T * row, 1)
-            return raw.view(logits_dtype).reshape(B, T, c.vocab_size).astype(np.float32)
-        raw = self.gpu.download(self.logits, (T - 1) * row, row, T * row, B)  # the last position of each row
-        return raw.view(logits_dtype).reshape(B, c.vocab_size).astype(np.float32)
+        self.read[slot] = 1 - read
+        first = 0 if all_logits else T - 1
+        raw = self.gpu.download(self.logits, first * row, (T - first) * row, (T - first) * row, 1)
+        return raw.view(logits_dtype).reshape(T - first, c.vocab_size).astype(np.float32)
 
-    def _bind(self, name: str, buffer: DeviceBuffer, shape: tuple[int, ...] | None = None) -> None:
+    def _bind(self, name: str, buffer: DeviceBuffer, offset: int, shape: tuple[int, ...] | None = None) -> None:
         if shape is not None and not self.context.set_input_shape(name, shape):
             raise BackendError(f"shape {shape} of {name!r} is outside the engine's profiles; rebuild it with a "
-                               "larger --max-batch/--max-seq")  # fmt: skip
-        if not self.context.set_tensor_address(name, buffer.ptr):
+                               "larger --max-seq")  # fmt: skip
+        if not self.context.set_tensor_address(name, buffer.ptr + offset):
             raise BackendError(f"TensorRT refused the buffer for {name!r}")
-
-    def _keep_rows(self, rows: np.ndarray) -> None:
-        """Gather kept rows into the other buffer: each row of a (B, H, L, D) cache is one contiguous block."""
-        c = self.config
-        block = c.kv_heads * self.length * c.head_dim * self.dtypes[self.past_names[0]].itemsize
-        for src, dst in zip(self.kv[self.read], self.kv[1 - self.read], strict=True):
-            for new, old in enumerate(rows.tolist()):
-                self.gpu.copy(dst, new * block, src, old * block, block)
-        self.read = 1 - self.read
 
     def close(self) -> None:
         if self.engine is None:
@@ -218,6 +213,16 @@ class TrtRuntime(CachedRuntime):
         self.context = self.engine = None
         self.kv, self.ids, self.logits = [], {}, None
         self.gpu.close()
+
+
+def from_artifact(bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None,
+                  max_slots: int) -> TrtRuntime:  # fmt: skip
+    """An engine of the bundle, checked against this machine's TensorRT and GPU once its build is recorded."""
+    details = artifact.details
+    recipe = details.recipe if details is not None else None
+    rebuild = rebuild_command(bundle.path, details.source, details.recipe) if details is not None else ""
+    return TrtRuntime(bundle.file(artifact.path), bundle.config, tokenizer, device or "cuda", artifact.precision,
+                      max_slots, recipe, rebuild)  # fmt: skip
 
 
 @dataclass

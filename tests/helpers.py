@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from gptdeploy.model import GPT, GPTConfig
-from gptdeploy.runtimes.base import CachedRuntime, RuntimeInfo
+from gptdeploy.runtimes.base import RuntimeInfo, SlotRuntime
 
 SAMPLE_TEXT = [
     "Mia lives in Riverton. She has a brown dog named Pip, and she walks him by the river every morning.",
@@ -28,27 +28,27 @@ def tiny_model(seed: int = 0, **overrides) -> GPT:
     return GPT(GPTConfig.preset("tiny", vocab_size=320, **overrides)).eval()
 
 
-class ScriptedRuntime(CachedRuntime):
-    """A runtime whose logits spell out a fixed token script: lets generate() tests choose what the model says.
+class ScriptedRuntime(SlotRuntime):
+    """A runtime whose logits spell out a fixed token script, one script position per token a slot has generated:
+    lets engine and generate() tests choose what the model says. Only for testing the layers above the Runtime
+    protocol; real backends are tested on real models."""
 
-    Only for testing the layers above the Runtime protocol; real backends are tested on real models.
-    """
-
-    def __init__(self, tokenizer, script: list[int], max_seq_len: int = 64):
-        super().__init__()
+    def __init__(self, tokenizer, script: list[int], max_seq_len: int = 64, max_slots: int = 8):
+        super().__init__(max_slots)
         self.tokenizer, self.script = tokenizer, script
-        self.info = RuntimeInfo("scripted", "fp32", "cpu", tokenizer.vocab_size, max_seq_len, 8)
-        self.generated = 0
+        self.info = RuntimeInfo("scripted", "fp32", "cpu", tokenizer.vocab_size, max_seq_len, max_slots, True)
+        self.prompt_lengths = np.zeros(max_slots, dtype=np.int64)
 
-    def _reset(self, batch_size: int) -> None:
-        self.generated = 0
-
-    def _forward(self, input_ids, attention_mask, all_logits):
-        if self.length > 0:
-            self.generated += 1
-        logits = np.zeros((input_ids.shape[0], self.info.vocab_size), dtype=np.float32)
-        logits[:, self.script[min(self.generated, len(self.script) - 1)]] = 10.0
+    def _logits(self, slot: int, length: int) -> np.ndarray:
+        logits = np.zeros(self.info.vocab_size, dtype=np.float32)
+        logits[self.script[min(length - self.prompt_lengths[slot], len(self.script) - 1)]] = 10.0
         return logits
 
-    def _keep_rows(self, rows) -> None:
-        pass
+    def _prefill(self, slot, tokens, start, all_logits):
+        if start == 0:
+            self.prompt_lengths[slot] = len(tokens)
+        logits = self._logits(slot, start + len(tokens))
+        return np.stack([logits] * len(tokens)) if all_logits else logits
+
+    def _decode(self, slots, tokens, starts):
+        return np.stack([self._logits(slot, start + 1) for slot, start in zip(slots, starts, strict=True)])

@@ -52,8 +52,8 @@ def test_timings_are_measured(scripted):
 def test_sampled_results_do_not_depend_on_how_the_request_is_split_into_batches(tokenizer):
     prompts = ["Mia lives in", "The market", "Q: What is 2 plus 3?\nA:"]
     config = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5, ignore_eos=True)
-    whole = generate(TorchRuntime(tiny_model(), tokenizer, max_batch_size=8), prompts, config)
-    split = generate(TorchRuntime(tiny_model(), tokenizer, max_batch_size=2), prompts, config)
+    whole = generate(TorchRuntime(tiny_model(), tokenizer, max_slots=8), prompts, config)
+    split = generate(TorchRuntime(tiny_model(), tokenizer, max_slots=2), prompts, config)
     assert [r.tokens for r in whole] == [r.tokens for r in split]
 
 

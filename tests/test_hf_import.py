@@ -266,8 +266,8 @@ def test_an_imported_model_exports_to_a_bundle_with_parity(tmp_path):
     assert result.parity, result.parity.failures
     with load_runtime(tmp_path / "bundle") as runtime:
         ids = np.array([runtime.tokenizer.encode(PROMPT, bos=True)])
-        runtime.reset(1)
-        logits = runtime.forward(ids, np.ones_like(ids), all_logits=True)[0]
+        runtime.reset()
+        logits = runtime.prefill(0, ids[0], all_logits=True)
     with torch.no_grad():
         expected = reference(torch.from_numpy(ids)).logits[0].numpy()
     assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()

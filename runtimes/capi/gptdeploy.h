@@ -37,12 +37,11 @@
  *     imports the backend), and is never shut down. Do not fork() after that point.
  *   - Python's GIL is held only while Python code runs; ONNX Runtime and PyTorch release it while they compute,
  *     so generations on different models run in parallel.
- *   - A gd_model keeps one KV cache, so it serves one generation at a time: concurrent gd_generate or
- *     gd_generate_stream calls on the same model wait for each other (a per-model lock). Load one model per
- *     worker thread for parallel throughput. gd_tokenize and gd_detokenize never wait.
- *   - A stream callback runs on the calling thread while its model is busy: it may call any function on other
- *     models, and gd_tokenize / gd_detokenize on its own, but a generation on its own model returns GD_E_BUSY
- *     instead of deadlocking.
+ *   - A gd_model runs its own engine thread: gd_generate and gd_generate_stream calls on the same model from any
+ *     number of threads share its KV cache (up to 4 generations at once; more wait for a free slot) and are
+ *     decoded together, one step of the model for all of them. gd_tokenize and gd_detokenize never wait.
+ *   - A stream callback runs on the calling thread: it may call any function, a generation on its own model
+ *     included, except gd_model_free on its own model (refused with GD_E_BUSY).
  *   - gd_model_free must not race with other calls on the same model (like free()).
  */
 #ifndef GPTDEPLOY_H
@@ -77,7 +76,7 @@ typedef enum gd_status {
     GD_E_BAD_MODEL = 7,        /* the folder is not a usable bundle or checkpoint (corrupt, incomplete, edited) */
     GD_E_BACKEND = 8,          /* the backend cannot run here or cannot open this folder (its library missing,
                                   no GPU, an unknown backend name, a folder that is neither bundle nor checkpoint) */
-    GD_E_BUSY = 9,             /* a generation on a model called from that model's own stream callback */
+    GD_E_BUSY = 9,             /* gd_model_free on a model from that model's own stream callback */
     GD_E_CANCELLED = 10,       /* the stream callback asked to stop */
     GD_E_PYTHON = 11,          /* the embedded Python could not start or could not import gptdeploy */
     GD_E_INTERNAL = 12         /* a bug in gptdeploy: the message has the Python exception; please report it */
@@ -156,7 +155,7 @@ GD_API gd_status gd_generation_params_init(gd_generation_params *params);
  * failure *out_model is NULL. */
 GD_API gd_status gd_model_load(const char *path, const gd_load_options *options, gd_model **out_model);
 
-/* Release a model and its runtime; waits for a generation running on it in another thread to finish. NULL and
+/* Release a model and its runtime; generations still running on it in other threads end early. NULL and
  * handles already freed are ignored; a call from the model's own stream callback is refused (gd_last_error
  * says so). */
 GD_API void gd_model_free(gd_model *model);

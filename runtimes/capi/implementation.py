@@ -1,5 +1,6 @@
-"""The Python side of libgptdeploy.so: the body of each gptdeploy.h function, on top of `load_runtime`,
-`generate()` and `stream()`, so a C caller gets exactly the tokens a Python caller gets.
+"""The Python side of libgptdeploy.so: the body of each gptdeploy.h function, on top of `load_runtime` and the
+engine, so a C caller gets exactly the tokens a Python caller gets. Each model runs an `EngineLoop`: generations
+from any number of threads share its KV slots and are batched together.
 
 Runs only inside the library's embedded interpreter (`install` is called by its init code). Every entry point
 checks its raw C arguments (NULL, UTF-8, struct_size), turns gptdeploy's errors into a gd_status with the message
@@ -11,12 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gptdeploy.engine import Engine, EngineLoop, GenerationConfig, Request
 from gptdeploy.errors import (
     BackendError,
     BundleError,
@@ -24,7 +27,6 @@ from gptdeploy.errors import (
     GptDeployError,
     TokenizerError,
 )
-from gptdeploy.generate import GenerationConfig, generate, stream
 from gptdeploy.runtimes.base import Runtime, load_runtime
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ FINISH_REASONS = {
     "eos": "GD_FINISH_EOS",
     "context_full": "GD_FINISH_CONTEXT_FULL",
 }
+MODEL_SLOTS = 4  # generations one model runs at once; more wait for a free slot
 LOAD_OPTIONS = ("backend", "device", "precision", "artifact")
 
 
@@ -57,28 +60,35 @@ class CallError(Exception):
 
 
 class Model:
-    """What a gd_model handle points to: a runtime, and the lock that gives its KV cache to one generation."""
+    """What a gd_model handle points to: a runtime and the engine loop that shares it between calls."""
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
-        self.lock = threading.Lock()
-        self.generating_on: int | None = None  # the thread generating now
+        self.loop = EngineLoop(Engine(runtime))
+        self.streaming: set[int] = set()  # threads inside one of this model's stream callbacks
+
+    def run(self, prompt: str, config: GenerationConfig, listener: Callable[[Request], None] | None = None) -> Request:
+        return self.loop.submit(prompt, config, listener=listener)
+
+    def check(self, request: Request) -> None:
+        """A generation the engine had to abandon is a failure of the call, with the reason."""
+        if request.finish_reason == "error":
+            raise CallError("GD_E_INTERNAL", f"the model's engine failed: {self.loop.error}")
+        if request.finish_reason == "cancelled":
+            raise CallError("GD_E_CANCELLED", "the model was freed while this generation was running")
 
     @contextmanager
-    def generating(self) -> Iterator[Runtime]:
+    def in_callback(self) -> Iterator[None]:
         me = threading.get_ident()
-        if self.generating_on == me:
-            raise CallError(
-                "GD_E_BUSY",
-                "this model is already generating on this thread (a call from its own stream callback); "
-                "use another model, or act after gd_generate_stream returns",
-            )
-        with self.lock:
-            self.generating_on = me
-            try:
-                yield self.runtime
-            finally:
-                self.generating_on = None
+        self.streaming.add(me)
+        try:
+            yield
+        finally:
+            self.streaming.discard(me)
+
+    def close(self) -> None:
+        self.loop.close()
+        self.runtime.close()
 
 
 def c_entry(method: Callable[..., None]) -> Callable[..., int]:
@@ -229,7 +239,7 @@ class CApi:
             for name in LOAD_OPTIONS:
                 if getattr(options, name) != self.ffi.NULL:
                     settings[name] = self.text(getattr(options, name), f"options->{name}")
-        model = Model(load_runtime(folder, max_batch_size=1, **settings))
+        model = Model(load_runtime(folder, max_slots=MODEL_SLOTS, **settings))
         handle = self.ffi.new_handle(model)
         self.models[self.address(handle)] = (handle, model)
         out_model[0] = self.ffi.cast("gd_model *", handle)
@@ -246,15 +256,14 @@ class CApi:
         if entry is None:  # freed already: ignored, as gptdeploy.h promises
             return
         model = entry[1]
-        if model.generating_on == threading.get_ident():
+        if threading.get_ident() in model.streaming:
             self.models[self.address(pointer)] = entry
             raise CallError(
                 "GD_E_BUSY",
                 "gd_model_free was called from the model's own stream callback; free it after "
                 "gd_generate_stream returns",
             )
-        with model.lock:  # a generation on another thread finishes first
-            model.runtime.close()
+        model.close()
 
     @c_entry
     def tokenize(self, model: Any, text: Any, tokens: Any, capacity: int, out_count: Any) -> None:
@@ -290,8 +299,10 @@ class CApi:
         self.check_buffer(buffer, capacity)
         if info != self.ffi.NULL:
             self.check_size(info, "gd_generation_info", "info")
-        with opened.generating() as runtime:
-            result = generate(runtime, text, config)
+        request = opened.run(text, config)
+        request.finished.wait()
+        opened.check(request)
+        result = request.result()
         self.write_text(result.text, buffer, capacity, out_required, "completion")
         if info != self.ffi.NULL:
             info.finish_reason = getattr(self.lib, FINISH_REASONS[result.finish_reason])
@@ -304,15 +315,25 @@ class CApi:
     def generate_stream(self, model: Any, prompt: Any, params: Any, callback: Any, user_data: Any) -> None:
         opened, text, config = self.model(model), self.text(prompt, "prompt"), self.config(params)
         self.require(callback, "callback")
-        with opened.generating() as runtime:
-            pieces = stream(runtime, text, config)
-            for count, piece in enumerate(pieces, start=1):
-                data = piece.encode("utf-8")  # a bytes object's buffer is NUL-terminated; cffi passes it as is
-                if self.lib.gd__call_stream_callback(callback, data, len(data), user_data):
-                    pieces.close()
-                    raise CallError(
-                        "GD_E_CANCELLED", f"the stream callback cancelled the generation after {count} pieces"
-                    )
+        texts: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # the text so far after each step; None: done
+        request = opened.run(text, config, lambda r: texts.put(None if r.done else r.stable_text()))
+        emitted, count = 0, 0
+        while True:
+            latest = texts.get()
+            latest = request.text() if latest is None else latest
+            if len(latest) > emitted:
+                data = latest[emitted:].encode("utf-8")  # a bytes object's buffer is NUL-terminated; cffi passes it
+                emitted, count = len(latest), count + 1
+                with opened.in_callback():
+                    stop = self.lib.gd__call_stream_callback(callback, data, len(data), user_data)
+                if stop:
+                    opened.loop.cancel(request)
+                    request.finished.wait()
+                    raise CallError("GD_E_CANCELLED", f"the stream callback cancelled the generation after {count} "
+                                                      "pieces")  # fmt: skip
+            if request.done and latest == request.text():
+                break
+        opened.check(request)
 
 
 def install(ffi: Any, lib: Any) -> CApi:

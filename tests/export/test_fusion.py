@@ -3,7 +3,6 @@
 import shutil
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from gptdeploy.errors import BundleError, ExportError
@@ -48,81 +47,64 @@ def greedy_tokens(bundle, artifact: str) -> list[list[int]]:
     return [result.tokens for result in results]
 
 
-@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
-def test_gpt2_attention_fuses_into_one_node_per_layer(bundle, target):
+@pytest.mark.parametrize("variant", ["gpt2", "llama", "llama-mha"])
+def test_the_onnxruntime_target_is_the_slot_graph_for_every_family(exported, tmp_path, variant):
+    """One GroupQueryAttention per layer with the cache bound in and out, packed QKV, fused norms, nothing
+    decomposed left; fp32 parity and the same greedy tokens as the exported graph."""
     from gptdeploy.bundle import load_bundle
     from gptdeploy.export.fusion import optimize_bundle
-
-    result = optimize_bundle(bundle, target)
-    loaded = load_bundle(bundle)
-    artifact = loaded.artifact(name=result.artifact.name)
-    nodes = attention_nodes(loaded.file(artifact.path))
-    assert len(nodes) == loaded.config.n_layer
-    if target == "onnxruntime":  # the cache flows through the operator: past in, present out
-        for layer, node in enumerate(nodes):
-            assert f"past_key_values.{layer}.key" in node.input and f"present.{layer}.value" in node.output
-        assert {node.domain for node in nodes} == {"com.microsoft"}
-        fusions = result.artifact.details.recipe["fusions"]
-        assert fusions["skip_layer_normalization"] > 0 and fusions["gelu"] > 0
-    else:  # what TensorRT's parser takes: 4 inputs, one output; the cache Concats stay outside
-        assert {node.domain for node in nodes} == {""} and artifact.opset == 23
-        assert all(len(node.input) == 4 and len(node.output) == 1 for node in nodes)
-        assert not [op for op in result.artifact.details.op_counts if "::" in op]  # standard operators only
-    assert artifact.details.parity["passed"] and artifact.details.source == "onnx-fp32"
-    assert result.parity.max_rel_logit_diff <= 1e-4
-    assert greedy_tokens(bundle, artifact.name) == greedy_tokens(bundle, "onnx-fp32")
-
-
-@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
-def test_llama_family_fuses_attention_with_parity(exported, tmp_path, target):
-    from gptdeploy.export.fusion import optimize_bundle
-
-    bundle = shutil.copytree(exported["llama"], tmp_path / "llama")
-    result = optimize_bundle(bundle, target)
-    assert result.artifact.details.recipe["fusions"]["sdpa"] == 2 and result.parity
-    assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
-
-
-@pytest.mark.parametrize("variant", ["llama-mha", "llama"])
-def test_llama_norms_and_rotary_fuse_for_onnxruntime(exported, tmp_path, variant):
-    """RMSNorm and the rotary embedding become ORT's fused operators: no decomposed RMSNorm, rotate-half or cos/sin
-    left; with as many key/value heads as query heads the cache also flows through MultiHeadAttention."""
-    from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.fusion import optimize_bundle
+    from gptdeploy.graph_contract import SEQLENS_K
+    from gptdeploy.runtimes.base import load_runtime
 
     bundle = shutil.copytree(exported[variant], tmp_path / variant)
     result = optimize_bundle(bundle, "onnxruntime")
     loaded = load_bundle(bundle)
     ops, n_layer = result.artifact.details.op_counts, loaded.config.n_layer
-    assert ops["com.microsoft::SkipSimplifiedLayerNormalization"] == 2 * n_layer
-    assert ops["SimplifiedLayerNormalization"] == 1  # the first block's, before any residual add
-    assert ops["com.microsoft::RotaryEmbedding"] == 2 * n_layer
-    assert ops["com.microsoft::MultiHeadAttention"] == n_layer and "com.microsoft::GroupQueryAttention" not in ops
-    assert not {"Pow", "ReduceMean", "Sqrt", "Reciprocal", "Neg", "Slice", "Softmax"} & set(ops)
     nodes = attention_nodes(loaded.file(result.artifact.path))
-    if loaded.config.kv_heads == loaded.config.n_head:  # past in, present out of the operator, nothing else left
-        for layer, node in enumerate(nodes):
-            assert f"past_key_values.{layer}.key" in node.input and f"present.{layer}.value" in node.output
-        assert "Transpose" not in ops  # nor a head split/merge around the operator
-    else:  # the head repeat sits between the cache Concat and the operator
-        assert ops["Concat"] >= 2 * n_layer and ops["Expand"] >= 2 * n_layer
-    assert result.parity and result.parity.batch_matches_single
+    assert ops["com.microsoft::GroupQueryAttention"] == n_layer == len(nodes)
+    for layer, node in enumerate(nodes):
+        assert node.input[3] == f"past_key_values.{layer}.key" and node.output[1] == f"present.{layer}.key"
+        assert list(node.input[1:3]) == ["", ""]  # packed QKV: one MatMul feeds query, key and value
+    skip = "SkipSimplifiedLayerNormalization" if variant != "gpt2" else "SkipLayerNormalization"
+    assert ops[f"com.microsoft::{skip}"] == 2 * n_layer
+    assert ops["MatMul"] == 4 * n_layer + 1  # qkv, out, fc, proj per layer, and the LM head
+    assert not {"Softmax", "Concat", "Pow", "ReduceMean", "Sqrt", "Tanh", "Expand"} & set(ops)
+    with load_runtime(bundle, "onnxruntime", artifact=result.artifact.name) as runtime:
+        assert runtime.info.batched_decode and SEQLENS_K in [i.name for i in runtime.session.get_inputs()]
+    assert result.parity.max_rel_logit_diff <= 1e-4 and result.parity.batch_matches_single
     assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
 
 
-def test_fused_graph_runs_a_padded_batch_like_single_prompts(bundle):
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_the_tensorrt_target_is_standard_attention_with_the_cache_outside(exported, tmp_path, variant):
+    from gptdeploy.bundle import load_bundle
     from gptdeploy.export.fusion import optimize_bundle
-    from gptdeploy.runtimes.base import load_runtime
 
-    optimize_bundle(bundle, "onnxruntime")
-    ids = np.array([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
-    mask = (np.arange(5) >= np.array([[2], [0]])).astype(np.int64)
-    with load_runtime(bundle, "onnxruntime", artifact="onnx-fused-ort") as runtime:
-        runtime.reset(2)
-        batched = runtime.forward(ids, mask)
-        runtime.reset(1)
-        alone = runtime.forward(ids[:1, 2:], mask[:1, 2:])
-    np.testing.assert_allclose(batched[0], alone[0], atol=1e-4)
+    bundle = shutil.copytree(exported[variant], tmp_path / variant)
+    result = optimize_bundle(bundle, "tensorrt")
+    loaded = load_bundle(bundle)
+    artifact = loaded.artifact(name=result.artifact.name)
+    nodes = attention_nodes(loaded.file(artifact.path))
+    assert len(nodes) == loaded.config.n_layer and result.artifact.details.recipe["fusions"]["sdpa"] == 2
+    assert {node.domain for node in nodes} == {""} and artifact.opset == 23
+    assert all(len(node.input) == 4 and len(node.output) == 1 for node in nodes)  # what TensorRT's parser takes
+    assert not [op for op in result.artifact.details.op_counts if "::" in op]  # standard operators only
+    assert artifact.details.parity["passed"] and artifact.details.source == "onnx-fp32"
+    assert greedy_tokens(bundle, artifact.name) == greedy_tokens(bundle, "onnx-fp32")
+
+
+def test_the_slot_graph_needs_an_export_that_names_its_weights(bundle, tmp_path):
+    import onnx
+
+    from gptdeploy.bundle import load_bundle
+    from gptdeploy.export.slot_graph import write_slot_graph
+
+    loaded = load_bundle(bundle)
+    graph = onnx.load(str(loaded.file(loaded.artifact(name="onnx-fp32").path)))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(tmp_path / "anonymous.onnx"))
+    with pytest.raises(ExportError, match="does not say which initializer holds which weight"):
+        write_slot_graph(tmp_path / "anonymous.onnx", tmp_path / "slots.onnx", loaded.config)
 
 
 def test_bad_requests_fail_clearly_and_leave_the_bundle_as_it_was(bundle):

@@ -108,7 +108,7 @@ def test_genai_runs_a_quantized_graph_like_our_runtime(bundle, tokenizer, tmp_pa
     from gptdeploy.export.genai_config import write_genai_config
     from gptdeploy.export.quantize_transforms import quantize_int4
     from gptdeploy.golden import load_golden
-    from gptdeploy.runtimes.ort_runtime import OrtRuntime
+    from gptdeploy.runtimes.ort_runtime import open_graph
 
     copy = shutil.copytree(bundle, tmp_path / "bundle")
     (copy / "decoder-int4").mkdir()
@@ -117,17 +117,15 @@ def test_genai_runs_a_quantized_graph_like_our_runtime(bundle, tokenizer, tmp_pa
     write_genai_config(copy, config, tokenizer, "decoder-int4/model.onnx")
     model = og.Model(str(copy))
     golden = load_golden(copy / "golden.npz")
-    with OrtRuntime(copy / "decoder-int4" / "model.onnx", config, tokenizer, precision="int4") as runtime:
+    with open_graph(copy / "decoder-int4" / "model.onnx", config, tokenizer, precision="int4") as runtime:
         for tokens, prompt_length in zip(golden.tokens, golden.prompt_lengths, strict=True):
             generated, _ = genai_greedy(model, tokens[:prompt_length], len(tokens))
             assert generated == runtime_greedy(runtime, tokens[:prompt_length], len(generated))
 
 
 def runtime_greedy(runtime, prompt: np.ndarray, steps: int) -> list[int]:
-    runtime.reset(1)
-    logits = runtime.forward(prompt[None], np.ones((1, len(prompt)), dtype=np.int64))
-    tokens = [int(logits[0].argmax())]
+    runtime.reset()
+    tokens = [int(runtime.prefill(0, prompt).argmax())]
     while len(tokens) < steps:
-        logits = runtime.forward(np.array([[tokens[-1]]]), np.ones((1, len(prompt) + len(tokens)), dtype=np.int64))
-        tokens.append(int(logits[0].argmax()))
+        tokens.append(int(runtime.decode([0], tokens[-1:])[0].argmax()))
     return tokens

@@ -61,7 +61,7 @@ def measure(preset: str, new_tokens: int, workdir: Path) -> tuple[list[dict], bo
     save_checkpoint(workdir / "checkpoint", model, tokenizer)
     bundle = export_bundle(workdir / "checkpoint", workdir / "bundle", tasks=False).bundle
     rows, ok = [], True
-    with TorchRuntime(model, tokenizer, device="cuda", max_batch_size=8) as reference:
+    with TorchRuntime(model, tokenizer, device="cuda", max_slots=8) as reference:
         golden = compute_golden(reference, load_golden(bundle / "golden.npz").prompts)
         torch_speed = {b: tokens_per_second(reference, b, new_tokens) for b in (1, 8)}
     rows.append({"engine": "torch cuda fp32", "speed": torch_speed})
@@ -75,7 +75,7 @@ def measure(preset: str, new_tokens: int, workdir: Path) -> tuple[list[dict], bo
         start = time.perf_counter()
         artifact = build_engine(bundle, source=source, max_batch=8, timing_cache=workdir / "timing.cache").artifact
         seconds = time.perf_counter() - start
-        with load_runtime(bundle, "tensorrt", "cuda:0", artifact=artifact.name, max_batch_size=8) as runtime:
+        with load_runtime(bundle, "tensorrt", "cuda:0", artifact=artifact.name, max_slots=8) as runtime:
             parity = check_parity(runtime, golden)
             speed = {b: tokens_per_second(runtime, b, new_tokens) for b in (1, 8)}
         ok &= bool(parity)

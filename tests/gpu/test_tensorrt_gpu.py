@@ -13,7 +13,7 @@ from gptdeploy.errors import BackendError
 def open_engine(bundle, artifact):
     from gptdeploy.runtimes.base import load_runtime
 
-    return load_runtime(bundle, backend="tensorrt", device="cuda:0", artifact=artifact.name, max_batch_size=8)
+    return load_runtime(bundle, backend="tensorrt", device="cuda:0", artifact=artifact.name, max_slots=8)
 
 
 def test_fp32_engine_matches_pytorch_on_the_same_gpu(bundle, gpu_golden):
@@ -52,15 +52,14 @@ def test_tokens_appended_to_a_cache_equal_a_full_recompute(bundle):
 
     artifact = build_engine(bundle, max_batch=2).artifact
     with open_engine(bundle, artifact) as runtime:
-        ids = np.array([runtime.tokenizer.encode("Mia lives in Riverton with her dog", bos=True)] * 2)
-        runtime.reset(2)
-        full = runtime.forward(ids, np.ones_like(ids), all_logits=True)
-        runtime.reset(2)
-        head = runtime.forward(ids[:, :4], np.ones((2, 4)), all_logits=True)
-        tail = runtime.forward(ids[:, 4:], np.ones_like(ids), all_logits=True)  # several tokens on a cache
-        assert np.abs(np.concatenate([head, tail], axis=1) - full).max() <= 1e-4
-        runtime.keep_rows(np.array([1]))
-        step = runtime.forward(ids[1:, :1], np.ones((1, ids.shape[1] + 1)))
+        ids = np.array(runtime.tokenizer.encode("Mia lives in Riverton with her dog", bos=True))
+        runtime.reset()
+        full = runtime.prefill(0, ids, all_logits=True)
+        head = runtime.prefill(1, ids[:4], all_logits=True)
+        tail = runtime.prefill(1, ids[4:], all_logits=True)  # several tokens on a cache
+        assert np.abs(np.concatenate([head, tail]) - full).max() <= 1e-4
+        runtime.free(0)
+        step = runtime.decode([1], ids[:1])
         assert step.shape == (1, runtime.info.vocab_size) and np.isfinite(step).all()
 
 

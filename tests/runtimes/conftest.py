@@ -14,11 +14,12 @@ from gptdeploy.checkpoint import save_checkpoint
 from gptdeploy.runtimes.base import load_runtime
 from tests.helpers import tiny_model
 
-# backend -> (modules it needs, fixture giving the folder it opens)
+# name -> (backend, artifact or None, modules it needs, fixture giving the folder it opens)
 RUNTIMES = {
-    "torch": (("torch",), "checkpoint_dir"),
-    "onnxruntime": (("onnxruntime", "onnxscript"), "bundle_dir"),
-    "tensorrt": (("tensorrt", "onnxscript"), "engine_bundle_dir"),
+    "torch": ("torch", None, ("torch",), "checkpoint_dir"),
+    "onnxruntime": ("onnxruntime", "onnx-fp32", ("onnxruntime", "onnxscript"), "bundle_dir"),
+    "onnxruntime-slots": ("onnxruntime", "onnx-fused-ort", ("onnxruntime", "onnxscript"), "bundle_dir"),
+    "tensorrt": ("tensorrt", "tensorrt-fp32", ("tensorrt", "onnxscript"), "engine_bundle_dir"),
 }
 
 
@@ -31,10 +32,12 @@ def checkpoint_dir(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory, checkpoint_dir):
+    from gptdeploy.export.fusion import optimize_bundle
     from gptdeploy.export.pipeline import export_bundle
 
     path = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
     export_bundle(checkpoint_dir, path, tasks=False)
+    optimize_bundle(path, "onnxruntime")  # the slot graph, onnx-fused-ort
     return path
 
 
@@ -51,16 +54,28 @@ def engine_bundle_dir(tmp_path_factory, bundle_dir):
         pytest.skip(f"TensorRT needs a CUDA GPU: {error}")
     path = tmp_path_factory.mktemp("tiny-engine") / "bundle"
     shutil.copytree(bundle_dir, path)
-    build_engine(path, max_batch=8)
+    build_engine(path)
     return path
+
+
+PREALLOCATED = ["onnxruntime-slots", "tensorrt", "torch"]  # a KV cache allocated once (the rest grow theirs)
 
 
 @pytest.fixture(params=sorted(RUNTIMES))
 def runtime(request):
-    modules, folder_fixture = RUNTIMES[request.param]
+    yield from open_runtime(request, request.param)
+
+
+@pytest.fixture(params=PREALLOCATED)
+def preallocated_runtime(request):
+    yield from open_runtime(request, request.param)
+
+
+def open_runtime(request, name: str):
+    backend, artifact, modules, folder_fixture = RUNTIMES[name]
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
     if missing:
         pytest.skip(f"optional dependency {', '.join(missing)} is not installed")
     folder = request.getfixturevalue(folder_fixture)
-    with load_runtime(folder, backend=request.param, max_batch_size=8) as opened:
+    with load_runtime(folder, backend=backend, max_slots=8, artifact=artifact) as opened:
         yield opened

@@ -1,8 +1,10 @@
-"""What every runtime promises, checked through generate() and the raw protocol on a tiny random model."""
+"""What every runtime promises, checked through generate(), the engine and the raw slot protocol on a tiny random
+model."""
 
 import numpy as np
 import pytest
 
+from gptdeploy.engine import Engine
 from gptdeploy.errors import ContextOverflowError, GenerationError
 from gptdeploy.generate import GenerationConfig, generate, stream
 from gptdeploy.runtimes.base import Runtime
@@ -10,12 +12,13 @@ from gptdeploy.runtimes.base import Runtime
 PROMPTS = ["Mia lives in", "The market in Hillford opens on Monday and", "Q: What is 2 plus 3?\nA:"]
 GREEDY = GenerationConfig(max_new_tokens=12, ignore_eos=True)
 SAMPLED = GenerationConfig(max_new_tokens=12, temperature=1.0, top_k=40, top_p=0.95, seed=11, ignore_eos=True)
+OTHERS = ["Tom had 12 apples and gave 5 to Mia, so", "The river", "Sort the letters q b x d and then the letters"]
 
 
 def test_satisfies_the_protocol(runtime):
     assert isinstance(runtime, Runtime)
     assert runtime.info.vocab_size == runtime.tokenizer.vocab_size
-    assert runtime.info.max_seq_len == 128
+    assert runtime.info.max_seq_len == 128 and runtime.info.max_slots == 8
 
 
 def test_seeded_sampling_is_reproducible(runtime):
@@ -27,11 +30,10 @@ def test_seeded_sampling_is_reproducible(runtime):
 
 def test_temperature_zero_follows_the_argmax_of_a_full_recompute(runtime):
     result = generate(runtime, PROMPTS[1], GREEDY)
-    ids = np.array([runtime.tokenizer.encode(PROMPTS[1], bos=True) + result.tokens])
-    runtime.reset(1)
-    logits = runtime.forward(ids, np.ones_like(ids), all_logits=True)[0]  # (T, vocab)
-    prompt_len = result.prompt_tokens
-    assert logits[prompt_len - 1 : -1].argmax(-1).tolist() == result.tokens
+    ids = runtime.tokenizer.encode(PROMPTS[1], bos=True) + result.tokens
+    runtime.reset()
+    logits = runtime.prefill(0, ids, all_logits=True)  # (T, vocab)
+    assert logits[result.prompt_tokens - 1 : -1].argmax(-1).tolist() == result.tokens
 
 
 def test_max_new_tokens_never_counts_the_prompt(runtime):
@@ -57,10 +59,20 @@ def test_stop_strings_cut_the_text_before_the_string(runtime):
     assert reference.text.startswith(result.text) and len(result.tokens) < len(reference.tokens)
 
 
-def test_a_batch_of_different_lengths_equals_each_prompt_alone(runtime):
-    batch = generate(runtime, PROMPTS, GREEDY)
-    alone = [generate(runtime, prompt, GREEDY) for prompt in PROMPTS]
-    assert [r.tokens for r in batch] == [r.tokens for r in alone]
+@pytest.mark.parametrize("config", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_a_request_gets_the_same_tokens_alone_together_or_joining_a_running_engine(runtime, config):
+    """The engine's invariant: tokens do not depend on what else runs, when the request joins, or chunking."""
+    alone = generate(runtime, PROMPTS[1], config).tokens
+    assert generate(runtime, [PROMPTS[1], *OTHERS], config)[0].tokens == alone  # a batch submitted together
+    for joins_after in (0, 1, 3, 7):
+        engine = Engine(runtime, prefill_chunk=4)  # prompts cut into chunks, interleaved with the others' decoding
+        for index, other in enumerate(OTHERS):
+            engine.submit(other, config, index=index + 10)
+        for _ in range(joins_after):
+            engine.step()
+        joined = engine.submit(PROMPTS[1], config, index=0)
+        engine.run()
+        assert joined.generated == alone, f"joined after {joins_after} steps"
 
 
 def test_rows_finishing_early_leave_the_others_unchanged(runtime):
@@ -74,15 +86,57 @@ def test_rows_finishing_early_leave_the_others_unchanged(runtime):
         assert got.tokens == expected.tokens[:cut]
 
 
-def test_cached_decoding_equals_full_recompute(runtime):
-    ids = np.array([runtime.tokenizer.encode(PROMPTS[1], bos=True)])
-    runtime.reset(1)
-    full = runtime.forward(ids, np.ones_like(ids), all_logits=True)[0]
-    runtime.reset(1)
-    stepwise = [runtime.forward(ids[:, :4], np.ones((1, 4)), all_logits=True)[0]]
-    for t in range(4, ids.shape[1]):
-        stepwise.append(runtime.forward(ids[:, t : t + 1], np.ones((1, t + 1)))[:, None][0])
+def test_more_prompts_than_slots_wait_for_a_free_one(runtime):
+    prompts = [f"{PROMPTS[i % 3]} {i}" for i in range(runtime.info.max_slots + 3)]
+    together = generate(runtime, prompts, GREEDY)
+    assert [r.tokens for r in together] == [generate(runtime, p, GREEDY).tokens for p in prompts]
+
+
+def test_cached_decoding_and_chunked_prefill_equal_a_full_recompute(runtime):
+    ids = np.array(runtime.tokenizer.encode(PROMPTS[1], bos=True))
+    runtime.reset()
+    full = runtime.prefill(0, ids, all_logits=True)
+    runtime.reset()
+    stepwise = [runtime.prefill(3, ids[:2], all_logits=True), runtime.prefill(3, ids[2:4], all_logits=True)]
+    for t in range(4, len(ids)):
+        stepwise.append(runtime.decode([3], ids[t : t + 1]))
     assert np.abs(np.concatenate(stepwise) - full).max() <= 1e-4
+
+
+def test_a_decode_of_several_slots_equals_each_slot_alone(runtime):
+    encoded = [runtime.tokenizer.encode(p, bos=True) for p in PROMPTS]
+    runtime.reset()
+    alone = []
+    for ids in encoded:
+        runtime.prefill(5, ids[:-1])
+        alone.append(runtime.decode([5], ids[-1:])[0])
+        runtime.free(5)
+    for slot, ids in zip((6, 1, 3), encoded, strict=True):  # out of order, with gaps between them
+        runtime.prefill(slot, ids[:-1])
+    together = runtime.decode([6, 1, 3], [ids[-1] for ids in encoded])
+    np.testing.assert_allclose(together, np.stack(alone), atol=1e-4)
+
+
+def test_a_freed_slot_is_reused_as_if_new(runtime):
+    ids = runtime.tokenizer.encode(PROMPTS[0], bos=True)
+    runtime.reset()
+    fresh = runtime.prefill(2, ids)
+    runtime.prefill(2, runtime.tokenizer.encode(OTHERS[0]))
+    runtime.free(2)
+    assert runtime.length(2) == 0
+    np.testing.assert_allclose(runtime.prefill(2, ids), fresh, atol=1e-5)
+
+
+def test_the_kv_cache_never_moves_during_an_engine_run(preallocated_runtime):
+    runtime = preallocated_runtime
+    before = runtime.cache_pointers()
+    engine = Engine(runtime, prefill_chunk=4)
+    for index, prompt in enumerate([*PROMPTS, *OTHERS] * 2):
+        engine.submit(prompt, GREEDY, index)
+        engine.step()
+        assert runtime.cache_pointers() == before
+    engine.run()
+    assert runtime.cache_pointers() == before
 
 
 @pytest.mark.parametrize("config", [GREEDY, SAMPLED, GenerationConfig(max_new_tokens=20, stop_strings=("e",))])
@@ -104,18 +158,25 @@ def test_generation_stops_when_the_context_is_full(runtime):
 
 
 def test_feeding_past_the_context_raises(runtime):
-    runtime.reset(1)
-    ids = np.zeros((1, runtime.info.max_seq_len), dtype=np.int64)
-    runtime.forward(ids, np.ones_like(ids))
+    runtime.reset()
+    runtime.prefill(0, np.zeros(runtime.info.max_seq_len, dtype=np.int64))
     with pytest.raises(ContextOverflowError, match="exceed the model's context of 128"):
-        runtime.forward(ids[:, :1], np.ones((1, runtime.info.max_seq_len + 1)))
+        runtime.decode([0], [1])
+    with pytest.raises(ContextOverflowError, match="exceed the model's context of 128"):
+        runtime.prefill(1, np.zeros(runtime.info.max_seq_len + 1, dtype=np.int64))
 
 
-def test_bad_shapes_are_refused(runtime):
-    runtime.reset(2)
-    with pytest.raises(GenerationError, match="input_ids must be"):
-        runtime.forward(np.zeros((1, 3)), np.ones((1, 3)))
-    with pytest.raises(GenerationError, match="attention_mask must be"):
-        runtime.forward(np.zeros((2, 3)), np.ones((2, 4)))
+def test_bad_requests_are_refused(runtime):
+    runtime.reset()
+    with pytest.raises(GenerationError, match=r"slot must be in 0\.\.7"):
+        runtime.prefill(8, [1, 2])
+    with pytest.raises(GenerationError, match="slot 1 is empty"):
+        runtime.decode([1], [3])
+    runtime.prefill(1, [1, 2])
+    with pytest.raises(GenerationError, match="one token for each of distinct slots"):
+        runtime.decode([1, 1], [3, 4])
     with pytest.raises(GenerationError, match="token ids must be in"):
-        runtime.forward(np.full((2, 1), runtime.info.vocab_size), np.ones((2, 1)))
+        runtime.decode([1], [runtime.info.vocab_size])
+    with pytest.raises(GenerationError, match="no tokens"):
+        runtime.prefill(2, [])
+    assert runtime.length(1) == 2  # a refused call changes nothing

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from gptdeploy.errors import BackendError, CheckpointError
@@ -7,32 +6,19 @@ from gptdeploy.runtimes.torch_runtime import TorchRuntime
 from tests.helpers import tiny_model
 
 
-def test_the_kv_cache_is_allocated_once_and_written_in_place(tokenizer):
-    runtime = TorchRuntime(tiny_model(), tokenizer)
-    runtime.reset(2)
-    buffer = runtime.cache.buffer
-    assert buffer.shape == (2, 2, 2, 4, 128, 16)  # layers, k/v, batch, kv heads, max length, head dim
+def test_the_kv_cache_is_allocated_once_and_each_slot_written_at_its_own_positions(tokenizer):
+    runtime = TorchRuntime(tiny_model(), tokenizer, max_slots=3)
+    buffer = runtime.buffer
+    assert buffer.shape == (2, 2, 3, 4, 128, 16)  # layers, k/v, slots, kv heads, context, head dim
     pointer = buffer.data_ptr()
-    mask = np.ones((2, 5), dtype=np.int64)
-    runtime.forward(np.ones((2, 5), dtype=np.int64), mask)
+    runtime.prefill(0, [5, 6, 7, 8, 9])
+    runtime.prefill(2, [5, 6])
     for _ in range(3):
-        mask = np.concatenate([mask, np.ones((2, 1), dtype=np.int64)], axis=1)
-        runtime.forward(np.ones((2, 1), dtype=np.int64), mask)
-    assert runtime.cache.buffer.data_ptr() == pointer and runtime.length == 8
-    assert buffer[:, :, :, :, :8].abs().sum() > 0 and buffer[:, :, :, :, 8:].abs().sum() == 0
-
-
-def test_keep_rows_drops_finished_rows_without_changing_the_others(tokenizer):
-    runtime = TorchRuntime(tiny_model(), tokenizer)
-    ids = np.array([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
-    runtime.reset(3)
-    runtime.forward(ids, np.ones_like(ids))
-    expected = runtime.forward(np.array([[1], [2], [3]]), np.ones((3, 4)))[[0, 2]]
-    runtime.reset(3)
-    runtime.forward(ids, np.ones_like(ids))
-    runtime.keep_rows(np.array([0, 2]))
-    assert runtime.batch_size == 2
-    np.testing.assert_allclose(runtime.forward(np.array([[1], [3]]), np.ones((2, 4))), expected, atol=1e-5)
+        runtime.decode([0, 2], [1, 1])
+    assert runtime.buffer.data_ptr() == pointer and runtime.lengths.tolist() == [8, 0, 5]
+    assert buffer[:, :, 0, :, :8].abs().sum() > 0 and buffer[:, :, 0, :, 8:].abs().sum() == 0
+    assert buffer[:, :, 1].abs().sum() == 0  # slot 1 untouched
+    assert buffer[:, :, 2, :, :5].abs().sum() > 0 and buffer[:, :, 2, :, 5:].abs().sum() == 0
 
 
 def test_load_runtime_picks_torch_for_a_checkpoint(tmp_path, tokenizer):

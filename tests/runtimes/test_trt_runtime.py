@@ -40,13 +40,13 @@ def test_an_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_comm
     assert "same compute capability 8.7" in caplog.text
 
 
-def test_buffers_hold_the_largest_batch_and_context_once():
+def test_buffers_hold_every_slot_at_the_full_context_once():
     config = GPTConfig.preset("small")
-    plan = buffer_plan(config, max_batch=8, max_len=256, kv_itemsize=2, id_itemsize=8)
-    one_layer_key = np.empty((8, config.kv_heads, 256, config.head_dim), dtype=np.float16)
-    assert plan.kv_tensor == one_layer_key.nbytes
-    assert plan.kv_total == 2 * 2 * config.n_layer * one_layer_key.nbytes  # read + write, key + value, per layer
-    assert plan.ids == np.empty((8, 256), dtype=np.int64).nbytes
+    plan = buffer_plan(config, slots=8, max_len=256, kv_itemsize=2, id_itemsize=8)
+    one_slot_key = np.empty((config.kv_heads, 256, config.head_dim), dtype=np.float16)
+    assert plan.kv_region == one_slot_key.nbytes and plan.kv_tensor == 8 * one_slot_key.nbytes
+    assert plan.kv_total == 2 * 2 * config.n_layer * 8 * one_slot_key.nbytes  # read + write, key + value, per layer
+    assert plan.ids == np.empty((1, 256), dtype=np.int64).nbytes  # one slot per call
     grouped = buffer_plan(GPTConfig.preset("small", n_kv_head=1), 8, 256, 2, 8)
     assert grouped.kv_tensor * config.n_head == plan.kv_tensor  # grouped-query attention caches fewer heads
 
