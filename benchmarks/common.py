@@ -13,17 +13,16 @@ from gptdeploy.runtimes.base import Runtime
 
 
 def run_cached(runtime: Runtime, prompt: np.ndarray, new_tokens: int) -> tuple[float, float]:
-    """Seconds for the prefill and for `new_tokens` greedy decode steps through the runtime's cache."""
-    batch = prompt.shape[0]
-    runtime.reset(batch)
-    mask = np.ones_like(prompt)
+    """Seconds for prefilling each of the (B, T) prompt's rows into a slot and for `new_tokens` greedy decode steps
+    of all of them together, through the runtime's cache."""
+    slots = np.arange(prompt.shape[0])
+    runtime.reset()
     started = time.perf_counter()
-    logits = runtime.forward(prompt, mask)
+    logits = np.stack([runtime.prefill(slot, row) for slot, row in zip(slots, prompt, strict=True)])
     prefill = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(new_tokens):
-        mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
-        logits = runtime.forward(logits.argmax(-1)[:, None], mask)
+        logits = runtime.decode(slots, logits.argmax(-1))
     return prefill, time.perf_counter() - started
 
 

@@ -40,7 +40,7 @@ def measure(preset: str, batch: int, threads: int, args: argparse.Namespace) -> 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset(preset)).eval()
-    runtime = TorchRuntime(model, tokenizer=None, max_batch_size=batch)
+    runtime = TorchRuntime(model, tokenizer=None, max_slots=batch)
     prompt = make_prompt(model.config.vocab_size, batch, args.prompt_len)
     row = {"preset": preset, "batch": batch, "threads": threads}
     for mode, run in (("cache", lambda: run_cached(runtime, prompt, args.new_tokens)),

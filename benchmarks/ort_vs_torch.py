@@ -1,7 +1,8 @@
 """ONNX Runtime (fp32, CPU) against the torch runtime on the same model, prompt and greedy decode.
 
-Each preset's random-weight model (seeded) is exported once to a temporary ONNX graph; both runtimes then run the
-same random prompt through the Runtime protocol (prefill, then one-token decode steps through their KV caches),
+Each preset's random-weight model (seeded) is exported once to a temporary ONNX graph and rebuilt as the slot graph
+ONNX Runtime serves from (`gptdeploy optimize --target onnxruntime`); both runtimes then run the same random prompt
+through the Runtime protocol (each row prefilled into a slot, then one-token decode steps of all rows together),
 one runtime at a time, at every batch size and thread count. Each measurement follows a warm-up run and is repeated;
 the median is kept. Before timing, the two runtimes' prefill logits are compared so the race is over equal work.
 Prints prefill and decode tokens/s of both runtimes and the ORT/torch ratios.
@@ -30,21 +31,22 @@ import torch
 from common import add_common_arguments, decode_bars, make_prompt, median_rates, run_cached
 
 from gptdeploy.export.onnx_export import export_onnx
+from gptdeploy.export.slot_graph import write_slot_graph
 from gptdeploy.model import GPT, GPTConfig
-from gptdeploy.runtimes.base import CachedRuntime
-from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
+from gptdeploy.runtimes.base import Runtime
+from gptdeploy.runtimes.ort_runtime import open_graph, session_options
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
 LOGITS_ATOL = 1e-3  # fp32 graphs of the same weights agree far closer than this; more means different work
 
 
-def runtime_factories(model: GPT, graph: Path, batch: int, threads: int) -> dict[str, Callable[[], CachedRuntime]]:
+def runtime_factories(model: GPT, graph: Path, batch: int, threads: int) -> dict[str, Callable[[], Runtime]]:
     """Builders for both runtimes at `threads` (each built only when timed, so one holds memory at a time)."""
     torch.set_num_threads(threads)
     options = session_options(threads, spinning=False)
     return {
-        "torch": lambda: TorchRuntime(model, tokenizer=None, max_batch_size=batch),
-        "ort": lambda: OrtRuntime(graph, model.config, tokenizer=None, max_batch_size=batch, options=options),
+        "torch": lambda: TorchRuntime(model, tokenizer=None, max_slots=batch),
+        "ort": lambda: open_graph(graph, model.config, tokenizer=None, max_slots=batch, options=options),
     }
 
 
@@ -53,8 +55,8 @@ def prefill_logits_diff(model: GPT, graph: Path, prompt: np.ndarray, threads: in
     logits = []
     for make in runtime_factories(model, graph, prompt.shape[0], threads).values():
         runtime = make()
-        runtime.reset(prompt.shape[0])
-        logits.append(runtime.forward(prompt, np.ones_like(prompt), all_logits=True))
+        runtime.reset()
+        logits.append(np.stack([runtime.prefill(slot, row, all_logits=True) for slot, row in enumerate(prompt)]))
     return float(np.abs(logits[0] - logits[1]).max())
 
 
@@ -85,7 +87,9 @@ def main() -> None:
             torch.manual_seed(0)
             model = GPT(GPTConfig.preset(preset)).eval()
             print(f"exporting {preset} to ONNX...", file=sys.stderr, flush=True)
-            graph = export_onnx(model, Path(folder) / f"{preset}.onnx").model_path
+            exported = export_onnx(model, Path(folder) / preset / "exported.onnx").model_path
+            graph = Path(folder) / preset / "slots.onnx"
+            write_slot_graph(exported, graph, model.config)
             prompt = make_prompt(model.config.vocab_size, max(args.batch_sizes), args.prompt_len)
             diff = logits_diff[preset] = prefill_logits_diff(model, graph, prompt, max(args.threads))
             print(f"{preset}: prefill logits max |ort - torch| = {diff:.1e} (batch {prompt.shape[0]})", flush=True)

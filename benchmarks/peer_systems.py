@@ -39,17 +39,16 @@ LOGIT_SHARPENING = 10.0  # the random LM head is scaled so greedy choices are de
 
 # ----------------------------------------------------------------------------------------------- rows (in workers)
 def runtime_decode(runtime) -> Decode:
-    """Greedy decoding through gptdeploy's Runtime protocol: forward, argmax, append, the loop generate() runs."""
+    """Greedy decoding through gptdeploy's Runtime protocol: prefill a slot, then decode it one argmax at a time
+    (the calls the engine makes for one request)."""
 
     def decode(prompt: np.ndarray, new_tokens: int) -> tuple[float, float, list[int]]:
-        runtime.reset(1)
-        mask = np.ones((1, len(prompt)), dtype=np.int64)
+        runtime.reset()
         started = time.perf_counter()
-        tokens = [int(runtime.forward(prompt[None], mask)[0].argmax())]
+        tokens = [int(runtime.prefill(0, prompt).argmax())]
         first = time.perf_counter()
         for _ in range(new_tokens - 1):
-            mask = np.ones((1, mask.shape[1] + 1), dtype=np.int64)
-            tokens.append(int(runtime.forward(np.array([[tokens[-1]]]), mask)[0].argmax()))
+            tokens.append(int(runtime.decode([0], tokens[-1:])[0].argmax()))
         return first - started, time.perf_counter() - first, tokens
 
     return decode
@@ -61,17 +60,16 @@ def row_torch(work: Path, threads: int) -> Decode:
     from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
     torch.set_num_threads(threads)
-    return runtime_decode(TorchRuntime.load(work / "checkpoint", max_batch_size=1))
+    return runtime_decode(TorchRuntime.load(work / "checkpoint", max_slots=1))
 
 
 def _ort_decode(bundle: Bundle, graph: Path, precision: str, threads: int) -> Decode:
     """ONNX Runtime on `graph`, with the bundle's config and tokenizer."""
-    from gptdeploy.bundle import TOKENIZER_FILE
-    from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
+    from gptdeploy.runtimes.ort_runtime import open_graph, session_options
     from gptdeploy.tokenizer import Tokenizer
 
-    runtime = OrtRuntime(graph, bundle.config, Tokenizer.load(bundle.file(TOKENIZER_FILE)), precision=precision,
-                         max_batch_size=1, options=session_options(threads))  # fmt: skip
+    runtime = open_graph(graph, bundle.config, Tokenizer.load(bundle.path), precision=precision, max_slots=1,
+                         options=session_options(threads))  # fmt: skip
     return runtime_decode(runtime)
 
 
@@ -150,12 +148,15 @@ def _genai_row(folder: str) -> Callable[[Path, int], Decode]:
     return row
 
 
-def _llama_cpp_row(gguf: str) -> Callable[[Path, int], Decode]:
+def _llama_cpp_row(gguf: str, cache: dict) -> Callable[[Path, int], Decode]:
+    """llama.cpp through llama-cpp-python; `cache` sets its KV cache type (f32 for the f32 row: its default f16
+    cache drifts from the reference; the default for q8_0, the configuration people run)."""
+
     def row(work: Path, threads: int) -> Decode:
         from llama_cpp import Llama
 
         llm = Llama(model_path=str(work / gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads, n_batch=512,
-                    seed=0, verbose=False)  # fmt: skip
+                    seed=0, verbose=False, **cache)  # fmt: skip
 
         def decode(prompt: np.ndarray, new_tokens: int) -> tuple[float, float, list[int]]:
             llm.reset()
@@ -184,16 +185,18 @@ class Row:
 
 ROWS = {
     "torch": Row("gptdeploy torch", row_torch, ("checkpoint",)),
-    "ort-fp32": Row("gptdeploy ORT fp32", _ort_row("onnx-fp32"), ("bundle",)),
-    "ort-fused": Row("gptdeploy ORT fused", _ort_row("onnx-fused-ort"), ("fused",)),
+    "ort-fp32": Row("gptdeploy ORT fp32 (exported graph)", _ort_row("onnx-fp32"), ("bundle",)),
+    "ort-fused": Row("gptdeploy ORT fp32 (slot graph)", _ort_row("onnx-fused-ort"), ("fused",)),
     "ort-int8": Row("gptdeploy ORT int8", _unguarded_row("int8"), ("int8",), unguarded=True),
     "ort-int4": Row("gptdeploy ORT int4", _unguarded_row("int4"), ("int4",), unguarded=True),
     "hf-eager": Row("transformers eager", row_hf_eager, ("hf",)),
     "genai-fp32": Row("onnxruntime-genai fp32", _genai_row("genai-fp32"), ("genai-fp32",)),
     "genai-int4": Row("onnxruntime-genai int4", _genai_row("genai-int4"), ("genai-int4",)),
     "genai-bundle": Row("onnxruntime-genai on our fp32 bundle", _genai_row("bundle"), ("genai-bundle",)),
-    "llamacpp-f32": Row("llama.cpp f32", _llama_cpp_row("model-f32.gguf"), ("gguf-f32",)),
-    "llamacpp-q8_0": Row("llama.cpp q8_0", _llama_cpp_row("model-q8_0.gguf"), ("gguf-q8_0",)),
+    "llamacpp-f32": Row(
+        "llama.cpp f32, f32 KV cache", _llama_cpp_row("model-f32.gguf", {"type_k": 0, "type_v": 0}), ("gguf-f32",)
+    ),
+    "llamacpp-q8_0": Row("llama.cpp q8_0", _llama_cpp_row("model-q8_0.gguf", {}), ("gguf-q8_0",)),
 }
 
 
@@ -259,15 +262,16 @@ def unguarded_graph(work: Path, precision: str) -> Path:
 
 
 def _prepare_unguarded(precision: str) -> Callable[[Path, argparse.Namespace], None]:
-    """The quantizer's int8 (dynamic) or int4 transform on the bundle's fp32 graph, outside the bundle: no layer
-    sweep, no parity check (random weights cannot meet a budget). Written to a staging folder, then renamed."""
+    """The quantizer's int8 (dynamic) or int4 transform on the bundle's slot graph (what `gptdeploy quantize --from
+    onnx-fused-ort` transforms), outside the bundle: no layer sweep, no parity check (random weights cannot meet a
+    budget). Written to a staging folder, then renamed."""
 
     def prepare(work: Path, args: argparse.Namespace) -> None:
         from gptdeploy.bundle import load_bundle
         from gptdeploy.export.quantize_transforms import quantize_int4, quantize_int8_dynamic
 
         bundle = load_bundle(work / "bundle")
-        source = bundle.file(bundle.artifact(name="onnx-fp32").path)
+        source = bundle.file(bundle.artifact(name="onnx-fused-ort").path)
         target = unguarded_graph(work, precision)
         staging = target.parent.with_name(f".{target.parent.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -316,8 +320,8 @@ PREPARE = {
     "checkpoint": Step(_prepare_checkpoint, (), lambda w: (w / "checkpoint" / "config.json").is_file()),
     "bundle": Step(_prepare_bundle, ("checkpoint",), lambda w: (w / "bundle" / "manifest.json").is_file()),
     "fused": Step(_prepare_fused, ("bundle",), _has_artifact("onnx-fused-ort")),
-    "int8": Step(_prepare_unguarded("int8"), ("bundle",), lambda w: unguarded_graph(w, "int8").is_file()),
-    "int4": Step(_prepare_unguarded("int4"), ("bundle",), lambda w: unguarded_graph(w, "int4").is_file()),
+    "int8": Step(_prepare_unguarded("int8"), ("fused",), lambda w: unguarded_graph(w, "int8").is_file()),
+    "int4": Step(_prepare_unguarded("int4"), ("fused",), lambda w: unguarded_graph(w, "int4").is_file()),
     "hf": Step(_prepare_hf, ("checkpoint",), lambda w: (w / "hf" / "config.json").is_file()),
     "genai-fp32": Step(_builder("fp32"), ("hf",), lambda w: (w / "genai-fp32" / "genai_config.json").is_file()),
     "genai-int4": Step(_builder("int4"), ("hf",), lambda w: (w / "genai-int4" / "genai_config.json").is_file()),

@@ -39,6 +39,9 @@ from pathlib import Path
 import numpy as np
 from peer_systems import ROWS, SHAPES, prepare
 
+# each gptdeploy row against the peer it must keep up with (the same precision class)
+PEERS = {"ort-fused": "genai-fp32", "ort-fp32": "genai-fp32", "ort-int4": "genai-int4", "ort-int8": "llamacpp-q8_0",
+         "torch": "hf-eager"}  # fmt: skip
 UNGUARDED_NOTE = ("(unguarded): the quantizer's transform applied to the random weights' fp32 graph, checked against "
                   "no accuracy budget")  # fmt: skip
 
@@ -71,20 +74,19 @@ def reference(work: Path, args: argparse.Namespace) -> dict:
     eos (onnxruntime-genai stops at eos and has no switch to ignore it)."""
     from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
-    runtime = TorchRuntime.load(work / "checkpoint", max_batch_size=1)
+    runtime = TorchRuntime.load(work / "checkpoint", max_slots=1)
     rng = np.random.default_rng(args.seed)
     for _ in range(20):
         prompt = rng.integers(0, runtime.info.vocab_size, args.prompt_len)
-        runtime.reset(1)
-        logits = runtime.forward(prompt[None], np.ones((1, len(prompt)), dtype=np.int64))
+        runtime.reset()
+        logits = runtime.prefill(0, prompt)
         tokens, margins = [], []
         for step in range(args.new_tokens):
-            top2 = np.sort(logits[0])[-2:]
-            tokens.append(int(logits[0].argmax()))
+            top2 = np.sort(logits)[-2:]
+            tokens.append(int(logits.argmax()))
             margins.append(float(top2[1] - top2[0]))
             if step < args.new_tokens - 1:
-                mask = np.ones((1, len(prompt) + step + 1), dtype=np.int64)
-                logits = runtime.forward(np.array([[tokens[-1]]]), mask)
+                logits = runtime.decode([0], tokens[-1:])[0]
         if runtime.tokenizer.eos_id not in tokens:
             np.save(work / "prompt.npy", prompt)
             return {"tokens": tokens, "margins": margins}
@@ -122,9 +124,10 @@ def measure(work: Path, row: str, threads: int, args: argparse.Namespace) -> Res
 
 
 def table(results: list[Result], ref: dict) -> tuple[str, list[dict]]:
+    measured = {(r.row, r.threads): r.measured["decode_tok_s"] for r in results if not r.skipped}
     baseline = {r.threads: r.measured["decode_tok_s"] for r in results if r.row == "ort-fp32" and not r.skipped}
-    lines = [f"{'system':<38} {'thr':>3} {'decode tok/s':>12} {'vs ORT fp32':>11} {'TTFT ms':>8} {'peak RSS MB':>11}"
-             f"  greedy agreement"]  # fmt: skip
+    lines = [f"{'system':<38} {'thr':>3} {'decode tok/s':>12} {'vs ORT fp32':>11} {'vs its peer':>21} {'TTFT ms':>8} "
+             f"{'peak RSS MB':>11}  greedy agreement"]  # fmt: skip
     rows = []
     for r in results:
         label = ROWS[r.row].label + (" (unguarded)" if ROWS[r.row].unguarded else "")
@@ -134,16 +137,19 @@ def table(results: list[Result], ref: dict) -> tuple[str, list[dict]]:
             continue
         m = r.measured
         ratio = m["decode_tok_s"] / baseline[r.threads] if r.threads in baseline else None
+        peer = PEERS.get(r.row)
+        peer_ratio = m["decode_tok_s"] / measured[peer, r.threads] if (peer, r.threads) in measured else None
+        peer_text = f"{peer_ratio:.2f}x {peer}" if peer_ratio else "-"
         agree = agreement(m["tokens"], ref)
         text = f"{agree['identical']}/{agree['of']}"
         if "reference_margin" in agree and agree["reference_margin"] is not None:
             text += f" (reference margin {agree['reference_margin']:.2g} at the divergence)"
         ratio_text = f"{ratio:.2f}x" if ratio else "-"
-        lines.append(f"{label:<38} {r.threads:>3} {m['decode_tok_s']:>12.1f} {ratio_text:>11} {m['ttft_ms']:>8.1f} "
-                     f"{m['peak_rss_mb']:>11.0f}  {text}")  # fmt: skip
+        lines.append(f"{label:<38} {r.threads:>3} {m['decode_tok_s']:>12.1f} {ratio_text:>11} {peer_text:>21} "
+                     f"{m['ttft_ms']:>8.1f} {m['peak_rss_mb']:>11.0f}  {text}")  # fmt: skip
         rows.append({"row": r.row, "label": label, "threads": r.threads, "decode_tok_s": m["decode_tok_s"],
-                     "ratio_vs_ort_fp32": ratio, "ttft_ms": m["ttft_ms"], "peak_rss_mb": m["peak_rss_mb"],
-                     "agreement": agree})  # fmt: skip
+                     "ratio_vs_ort_fp32": ratio, "peer": peer, "ratio_vs_peer": peer_ratio, "ttft_ms": m["ttft_ms"],
+                     "peak_rss_mb": m["peak_rss_mb"], "agreement": agree})  # fmt: skip
     if any(ROWS[r.row].unguarded for r in results):
         lines.append(UNGUARDED_NOTE)
     return "\n".join(lines), rows

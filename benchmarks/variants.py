@@ -31,7 +31,7 @@ from common import decode_bars, make_prompt, median_rates, run_cached
 
 from gptdeploy.corpus.world import generate_corpus
 from gptdeploy.export.calibration import CorpusCalibrationReader
-from gptdeploy.export.fusion import fuse_graph
+from gptdeploy.export.fusion import fuse_standard_attention
 from gptdeploy.export.onnx_export import export_onnx
 from gptdeploy.export.quantize import calibration_texts
 from gptdeploy.export.quantize_transforms import (
@@ -40,8 +40,9 @@ from gptdeploy.export.quantize_transforms import (
     quantize_int8_dynamic,
     quantize_int8_static,
 )
+from gptdeploy.export.slot_graph import write_slot_graph
 from gptdeploy.model import GPT, GPTConfig
-from gptdeploy.runtimes.ort_runtime import OrtRuntime, session_options
+from gptdeploy.runtimes.ort_runtime import open_graph, session_options
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 from gptdeploy.tokenizer import Tokenizer
 
@@ -60,15 +61,16 @@ def build_variants(model: GPT, folder: Path, tokenizer: Tokenizer) -> dict[str, 
         transform(target)
         graphs[name] = target
 
-    make("ort fused", lambda target: fuse_graph(fp32, target, "onnxruntime"))
-    make("ort fused-std", lambda target: fuse_graph(fp32, target, "tensorrt"))
+    make("ort slots", lambda target: write_slot_graph(fp32, target, model.config))
+    make("ort fused-std", lambda target: fuse_standard_attention(fp32, target))
     make("ort int8", lambda target: quantize_int8_dynamic(fp32, target))
-    make("ort int8 fused", lambda target: quantize_int8_dynamic(graphs["ort fused"], target))
+    make("ort int8 slots", lambda target: quantize_int8_dynamic(graphs["ort slots"], target))
     texts = calibration_texts(generate_corpus().documents, samples=16)
     reader = lambda: CorpusCalibrationReader(model.config, tokenizer, texts, max_tokens=128, progress=False)  # noqa: E731
     make("ort int8-static", lambda target: quantize_int8_static(fp32, target, reader=reader))
     make("ort fp16", lambda target: convert_fp16(fp32, target))
     make("ort int4", lambda target: quantize_int4(fp32, target))
+    make("ort int4 slots", lambda target: quantize_int4(graphs["ort slots"], target))
     return graphs
 
 
@@ -76,9 +78,9 @@ def runtime_factories(model: GPT, graphs: dict[str, Path], threads: int) -> dict
     """Name -> (builder, graph file) for torch and every variant; each is built only when it is timed."""
     torch.set_num_threads(threads)
     options = session_options(threads, spinning=False)
-    factories = {"torch": (lambda: TorchRuntime(model, tokenizer=None, max_batch_size=1), None)}
+    factories = {"torch": (lambda: TorchRuntime(model, tokenizer=None, max_slots=1), None)}
     for name, graph in graphs.items():
-        make = lambda graph=graph: OrtRuntime(graph, model.config, None, max_batch_size=1, options=options)  # noqa: E731
+        make = lambda graph=graph: open_graph(graph, model.config, None, max_slots=1, options=options)  # noqa: E731
         factories[name] = (make, graph)
     return factories
 

@@ -125,14 +125,16 @@ def _every(model: onnx.ModelProto, embeddings: bool) -> list[str]:
 
 def quantize_int8_dynamic(source: Path, target: Path, nodes: list[str] | None = None) -> dict:
     """int8 weights (per output channel), uint8 activations quantized at run time (MatMulInteger), int8 embedding
-    tables; `nodes`: the nodes to quantize (default: every one `layer_groups` lists)."""
+    tables; `nodes`: the nodes to quantize (default: every one `layer_groups` lists). Tensors whose type shape
+    inference cannot tell (outputs of contrib ops such as GroupQueryAttention) are float32 in our graphs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = load_prepared(source, nodes)
     nodes = nodes or _every(model, embeddings=True)
     with quiet_quantizer():
         quantize_dynamic(model, target, op_types_to_quantize=["MatMul", "Gather"], nodes_to_quantize=nodes,
-                         per_channel=True, weight_type=QuantType.QInt8, use_external_data_format=True)  # fmt: skip
+                         per_channel=True, weight_type=QuantType.QInt8, use_external_data_format=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
     return {}
 
 

@@ -28,7 +28,6 @@ from gptdeploy.graph_contract import TOKEN_INPUTS, input_names, past_names
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH = 8
 
 Shape = tuple[int, ...]
 
@@ -44,20 +43,17 @@ class Profile:
         return {"name": self.name, "shapes": {k: [list(s) for s in v] for k, v in self.shapes.items()}}
 
 
-def derive_profiles(config: GPTConfig, max_batch: int, max_seq: int) -> list[Profile]:
-    """Prefill and decode profiles, in that order (the runtime selects them by index).
+def derive_profiles(config: GPTConfig, max_seq: int) -> list[Profile]:
+    """Prefill and decode profiles, in that order (the runtime selects them by index), for one slot per call.
 
-    The graph's inputs are ids, mask and positions, then the past (B, kv_heads, past, head_dim) of every layer.
-    Kernels are tuned for the `opt` shapes: one prompt a quarter of the context long for prefill (prompts come
-    one at a time and are short next to the context), and a full batch half-way through the context for decode,
-    where batching pays.
+    The graph's inputs are ids, mask and positions, then the past (1, kv_heads, past, head_dim) of every layer.
+    Kernels are tuned for the `opt` shapes: a prompt a quarter of the context long for prefill (prompts are short
+    next to the context), and a cache half-way through the context for decode.
     """
-    if max_batch < 1:
-        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
     if not 2 <= max_seq <= config.block_size:
         raise ConfigError(f"--max-seq must be in 2..{config.block_size} (the model's context), got {max_seq}")
     (ids, mask, positions), past = TOKEN_INPUTS, past_names(config.n_layer)
-    B, S, H, D = max_batch, max_seq, config.kv_heads, config.head_dim
+    B, S, H, D = 1, max_seq, config.kv_heads, config.head_dim
     prompt = max(1, S // 4)
     tokens = ((1, 1), (1, prompt), (B, S))
     prefill = {ids: tokens, mask: tokens, positions: tokens}
@@ -99,7 +95,6 @@ def parser_errors(parser) -> list[str]:
 def tensorrt_stage(
     config: GPTConfig,
     source: Artifact,
-    max_batch: int = DEFAULT_MAX_BATCH,
     max_seq: int | None = None,
     timing_cache: str | Path | None = None,
     workspace: int | None = None,
@@ -115,12 +110,12 @@ def tensorrt_stage(
     if source.kind != "onnx":
         raise ExportError(f"artifact {source.name!r} is a {source.kind} artifact; build engines from ONNX graphs")
     max_seq = max_seq or config.block_size
-    profiles = derive_profiles(config, max_batch, max_seq)
+    profiles = derive_profiles(config, max_seq)
     trt = import_tensorrt()
     gpu = cuda_device(device)
     gpu.close()  # only its identity is needed here; TensorRT manages the build's memory
     recipe = {"tensorrt_version": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
-              "profiles": [p.to_dict() for p in profiles], "max_batch": max_batch, "max_seq": max_seq,
+              "profiles": [p.to_dict() for p in profiles], "max_seq": max_seq,
               "workspace_bytes": workspace, "strongly_typed": True, "tf32": source.precision != "fp32"}  # fmt: skip
     cache = Path(timing_cache) if timing_cache else None
 
@@ -187,7 +182,6 @@ def build_engine(
     bundle: str | Path,
     source: str | None = None,
     precision: str = "fp32",
-    max_batch: int = DEFAULT_MAX_BATCH,
     max_seq: int | None = None,
     timing_cache: str | Path | None = None,
     workspace: int | None = None,
@@ -199,5 +193,5 @@ def build_engine(
     only if it passes parity like every artifact."""
     opened = load_bundle(bundle, verify=False)  # add_stage verifies it; this only picks the source
     origin = opened.artifact("onnx", precision, source)
-    stage = tensorrt_stage(opened.config, origin, max_batch, max_seq, timing_cache, workspace, device)
+    stage = tensorrt_stage(opened.config, origin, max_seq, timing_cache, workspace, device)
     return add_stage(bundle, stage, origin.name, force, tasks)

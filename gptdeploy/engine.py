@@ -183,16 +183,20 @@ class Engine:
                 self._finish(request, "cancelled", changed)
             for request in [r for r in self.active if r.cancelled]:
                 self._finish(request, "cancelled", changed)
-            while self.waiting and self.free_slots:
-                request = self.waiting.popleft()
-                request.slot = heapq.heappop(self.free_slots)
-                self.active.append(request)
+            self._admit()
         self._prefill(changed)
         self._decode(changed)
         for request in changed:
             if request.listener is not None:
                 request.listener(request)
         return [request for request in changed if request.done]
+
+    def _admit(self) -> None:
+        """Waiting requests into free slots, first come first served (called holding the lock)."""
+        while self.waiting and self.free_slots:
+            request = self.waiting.popleft()
+            request.slot = heapq.heappop(self.free_slots)
+            self.active.append(request)
 
     def _prefill(self, changed: set[Request]) -> None:
         pending = [r for r in self.active if r.prefilled < len(r.prompt_ids)]

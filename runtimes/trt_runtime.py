@@ -59,8 +59,7 @@ def import_tensorrt():
 
 def rebuild_command(bundle: str | Path, source: str, recipe: dict) -> str:
     """The command that rebuilds an engine like this one (made from `source` with the build `recipe`) here."""
-    return (f"gptdeploy build-engine {bundle} --from {source} --max-batch {recipe.get('max_batch')} "
-            f"--max-seq {recipe.get('max_seq')} --force")  # fmt: skip
+    return f"gptdeploy build-engine {bundle} --from {source} --max-seq {recipe.get('max_seq')} --force"
 
 
 def check_engine_compatible(recipe: dict, trt_version: str, gpu: str, compute_capability: str, fix: str) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from gptdeploy.cli.common import emit, emit_stage, stage_options
-from gptdeploy.export.tensorrt_build import DEFAULT_MAX_BATCH
 
 
 @click.command("build-engine")
@@ -18,7 +17,6 @@ from gptdeploy.export.tensorrt_build import DEFAULT_MAX_BATCH
     show_default=True,
     help="Build from the first ONNX artifact of this precision; the graph's types are the engine's types.",
 )
-@click.option("--max-batch", default=DEFAULT_MAX_BATCH, show_default=True, help="Largest batch the engine serves.")
 @click.option("--max-seq", type=int, help="Longest prompt + generation it serves (default: the model's context).")
 @click.option(
     "--timing-cache",
@@ -28,15 +26,15 @@ from gptdeploy.export.tensorrt_build import DEFAULT_MAX_BATCH
 @click.option("--workspace", type=int, help="Cap on TensorRT's scratch memory in MiB (default: TensorRT's).")
 @click.option("--device", default="cuda:0", show_default=True, help="The GPU to build for.")
 @stage_options(source=None)
-def build_engine_command(bundle, precision, max_batch, max_seq, timing_cache, workspace, device, source, force, tasks,
+def build_engine_command(bundle, precision, max_seq, timing_cache, workspace, device, source, force, tasks,
                          as_json) -> None:  # fmt: skip
     """Build a TensorRT engine for this machine's GPU into BUNDLE; added only if it passes parity.
 
-    Example: gptdeploy build-engine runs/demo/bundle --max-batch 8 --timing-cache ~/.cache/gptdeploy.timing
+    Example: gptdeploy build-engine runs/demo/bundle --timing-cache ~/.cache/gptdeploy.timing
     """
     from gptdeploy.export.tensorrt_build import build_engine
 
-    result = build_engine(bundle, source, precision, max_batch, max_seq, timing_cache,
+    result = build_engine(bundle, source, precision, max_seq, timing_cache,
                           workspace * 2**20 if workspace else None, device, force, tasks)  # fmt: skip
     emit_stage(result, as_json)
 

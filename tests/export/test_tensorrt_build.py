@@ -21,26 +21,26 @@ no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not Non
 
 def test_prefill_and_decode_profiles_cover_their_phase_only():
     names = input_names(TINY.n_layer)
-    prefill, decode = derive_profiles(TINY, max_batch=8, max_seq=128)
+    prefill, decode = derive_profiles(TINY, max_seq=128)
     assert (prefill.name, decode.name) == ("prefill", "decode")
     assert set(prefill.shapes) == set(decode.shapes) == set(names)
     H, D = TINY.kv_heads, TINY.head_dim
-    assert prefill.shapes["input_ids"] == ((1, 1), (1, 32), (8, 128))
+    assert prefill.shapes["input_ids"] == ((1, 1), (1, 32), (1, 128))  # one slot per call
     assert prefill.shapes["attention_mask"] == prefill.shapes["input_ids"]  # past 0: the mask is as long as the ids
-    assert prefill.shapes["past_key_values.1.value"] == ((1, H, 0, D), (1, H, 0, D), (8, H, 0, D))
-    assert decode.shapes["input_ids"] == ((1, 1), (8, 1), (8, 1))
-    assert decode.shapes["past_key_values.0.key"] == ((1, H, 0, D), (8, H, 64, D), (8, H, 127, D))
-    assert decode.shapes["attention_mask"] == ((1, 1), (8, 65), (8, 128))  # past + 1 new token
+    assert prefill.shapes["past_key_values.1.value"] == ((1, H, 0, D), (1, H, 0, D), (1, H, 0, D))
+    assert decode.shapes["input_ids"] == ((1, 1), (1, 1), (1, 1))
+    assert decode.shapes["past_key_values.0.key"] == ((1, H, 0, D), (1, H, 64, D), (1, H, 127, D))
+    assert decode.shapes["attention_mask"] == ((1, 1), (1, 65), (1, 128))  # past + 1 new token
     for profile in (prefill, decode):
         for low, opt, high in profile.shapes.values():
             assert all(a <= b <= c for a, b, c in zip(low, opt, high, strict=True))
-    assert prefill.to_dict()["shapes"]["input_ids"] == [[1, 1], [1, 32], [8, 128]]
+    assert prefill.to_dict()["shapes"]["input_ids"] == [[1, 1], [1, 32], [1, 128]]
 
 
-@pytest.mark.parametrize(("batch", "seq"), [(0, 64), (8, 1), (8, 129)])
-def test_profiles_refuse_impossible_limits(batch, seq):
-    with pytest.raises(ConfigError, match="--max-batch|--max-seq"):
-        derive_profiles(TINY, batch, seq)
+@pytest.mark.parametrize("seq", [1, 129])
+def test_profiles_refuse_impossible_limits(seq):
+    with pytest.raises(ConfigError, match="--max-seq must be in 2..128"):
+        derive_profiles(TINY, seq)
 
 
 def trt_surface(builder_flags: list[str], creation_flags: list[str], version: str) -> SimpleNamespace:
@@ -104,7 +104,7 @@ def test_building_without_tensorrt_says_how_to_install_it_and_changes_nothing(bu
     before = (bundle / "manifest.json").read_bytes()
     with pytest.raises(BackendError, match=r"TensorRT is not installed; pip install 'gptdeploy\[gpu\]'"):
         build_engine(bundle)
-    result = CliRunner().invoke(main, ["build-engine", str(bundle), "--max-batch", "4"])
+    result = CliRunner().invoke(main, ["build-engine", str(bundle), "--max-seq", "64"])
     assert result.exit_code == 1
     assert "Error: TensorRT is not installed; pip install 'gptdeploy[gpu]'" in result.output
     assert (bundle / "manifest.json").read_bytes() == before and not (bundle / "engine-fp32").exists()

@@ -73,7 +73,7 @@ def measure(preset: str, new_tokens: int, workdir: Path) -> tuple[list[dict], bo
             rows.append({"engine": f"onnx {precision}", "note": f"graph rejected: {error}"})
     for source in sources:
         start = time.perf_counter()
-        artifact = build_engine(bundle, source=source, max_batch=8, timing_cache=workdir / "timing.cache").artifact
+        artifact = build_engine(bundle, source=source, timing_cache=workdir / "timing.cache").artifact
         seconds = time.perf_counter() - start
         with load_runtime(bundle, "tensorrt", "cuda:0", artifact=artifact.name, max_slots=8) as runtime:
             parity = check_parity(runtime, golden)

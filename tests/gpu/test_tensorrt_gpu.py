@@ -23,7 +23,7 @@ def test_fp32_engine_matches_pytorch_on_the_same_gpu(bundle, gpu_golden):
     from gptdeploy.export.tensorrt_build import build_engine
     from gptdeploy.parity import check_parity
 
-    artifact = build_engine(bundle, max_batch=8).artifact
+    artifact = build_engine(bundle).artifact
     details = load_bundle(bundle).artifact(name="tensorrt-fp32").details  # verified, hashes included
     assert details.recipe["tensorrt_version"] == tensorrt.__version__ and len(details.recipe["profiles"]) == 2
     assert details.parity["failures"] == [] and details.recipe["tf32"] is False
@@ -40,7 +40,7 @@ def test_fp16_and_int8_engines_stay_within_their_budget(bundle, gpu_golden, prec
     from gptdeploy.parity import check_parity
 
     graph = quantize.quantize_bundle(bundle, precision, tasks=False).artifact
-    artifact = build_engine(bundle, source=graph.name, max_batch=8).artifact
+    artifact = build_engine(bundle, source=graph.name).artifact
     assert artifact.precision == graph.precision != "fp32"
     with open_engine(bundle, artifact) as runtime:
         report = check_parity(runtime, gpu_golden)  # tolerance of the graph's precision
@@ -50,7 +50,7 @@ def test_fp16_and_int8_engines_stay_within_their_budget(bundle, gpu_golden, prec
 def test_tokens_appended_to_a_cache_equal_a_full_recompute(bundle):
     from gptdeploy.export.tensorrt_build import build_engine
 
-    artifact = build_engine(bundle, max_batch=2).artifact
+    artifact = build_engine(bundle).artifact
     with open_engine(bundle, artifact) as runtime:
         ids = np.array(runtime.tokenizer.encode("Mia lives in Riverton with her dog", bos=True))
         runtime.reset()
@@ -67,10 +67,10 @@ def test_timing_cache_is_saved_and_reused(bundle, tmp_path, caplog):
     from gptdeploy.export.tensorrt_build import build_engine
 
     cache = tmp_path / "timing.cache"
-    build_engine(bundle, max_batch=2, timing_cache=cache, workspace=256 * 2**20)
+    build_engine(bundle, timing_cache=cache, workspace=256 * 2**20)
     assert cache.stat().st_size > 0
     with caplog.at_level(logging.INFO, logger="gptdeploy"):
-        build_engine(bundle, max_batch=4, timing_cache=cache, force=True)
+        build_engine(bundle, timing_cache=cache, force=True)
     assert "reusing the timing cache" in caplog.text
 
 
@@ -80,7 +80,7 @@ def test_an_engine_for_another_gpu_is_refused(bundle):
     from gptdeploy.runtimes.trt_runtime import TrtRuntime
     from gptdeploy.tokenizer import Tokenizer
 
-    artifact = build_engine(bundle, max_batch=2).artifact
+    artifact = build_engine(bundle).artifact
     loaded = load_bundle(bundle)
     foreign = {**artifact.details.recipe, "compute_capability": "5.3", "gpu": "Jetson Nano"}
     with pytest.raises(BackendError, match="built for Jetson Nano .*rebuild it here: gptdeploy build-engine"):
@@ -91,7 +91,7 @@ def test_an_engine_for_another_gpu_is_refused(bundle):
 def test_cli_builds_an_engine_and_generates_with_it(bundle):
     from gptdeploy.cli import main
 
-    built = CliRunner().invoke(main, ["build-engine", str(bundle), "--max-batch", "4", "--json"])
+    built = CliRunner().invoke(main, ["build-engine", str(bundle), "--json"])
     assert built.exit_code == 0, built.output
     assert json.loads(built.stdout)["artifact"] == "tensorrt-fp32"
     result = CliRunner().invoke(main, ["generate", str(bundle), "--artifact", "tensorrt-fp32", "--device", "cuda",

@@ -24,12 +24,12 @@ from gptdeploy.runtimes.trt_runtime import (
 )
 
 no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
-RECIPE = {"tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "max_batch": 4, "max_seq": 256}
+RECIPE = {"tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "max_seq": 256}
 
 
 def test_an_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_command(caplog):
     fix = rebuild_command("runs/demo/bundle", "onnx-fp32", RECIPE)
-    assert fix == "gptdeploy build-engine runs/demo/bundle --from onnx-fp32 --max-batch 4 --max-seq 256 --force"
+    assert fix == "gptdeploy build-engine runs/demo/bundle --from onnx-fp32 --max-seq 256 --force"
     check_engine_compatible(RECIPE, "10.3.0", "Orin", "8.7", fix)
     with pytest.raises(BackendError, match=r"built with TensorRT 10\.3\.0, this machine has 11\.4\.0.*build-engine"):
         check_engine_compatible(RECIPE, "11.4.0", "Orin", "8.7", fix)
