@@ -106,10 +106,12 @@ def test_the_loop_serves_many_threads_at_once(tokenizer):
     loop = EngineLoop(Engine(runtime))
     results, threads = {}, []
     for index in range(12):
+
         def work(index=index):
             request = loop.submit(prompt(tokenizer, 2 + index % 5), FOUR, index)
             request.finished.wait(10)
             results[index] = request.result().tokens
+
         threads.append(threading.Thread(target=work))
     for thread in threads:
         thread.start()
