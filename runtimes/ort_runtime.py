@@ -10,6 +10,7 @@ Two graph forms run here, told apart by their inputs (`gptdeploy/graph_contract.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,7 @@ class OrtSlotRuntime(OrtRuntime):
         self.row_bytes = int(np.prod(shape[1:])) * np.dtype(self.cache_dtype).itemsize
         self.element_type = np.dtype(self.cache_dtype).type
         self.learned_positions = POSITION_IDS in {value.name for value in self.session.get_inputs()}
+        self.decode_bindings: OrderedDict[tuple[int, int], DecodeBinding] = OrderedDict()
 
     def cache_pointers(self) -> list[int]:
         """Where the KV cache lives: one buffer per cache tensor, allocated once."""
@@ -130,13 +132,29 @@ class OrtSlotRuntime(OrtRuntime):
         binding.bind_cpu_input(TOTAL_SEQUENCE_LENGTH, np.array(starts.max() + T, dtype=np.int32))
         binding.bind_cpu_input(LOGITS_TO_KEEP, np.array([keep], dtype=np.int64))
         binding.bind_output(LOGITS, "cpu")
-        shape = [n, *self.buffers[0].shape()[1:]]
-        for past, present, buffer in zip(self.past_names, self.present_names, self.buffers, strict=True):
-            pointer = buffer.data_ptr() + first * self.row_bytes  # rows are contiguous: a view of the buffer
-            binding.bind_input(past, self.ort_device, self.device_id, self.element_type, shape, pointer)
-            binding.bind_output(present, self.ort_device, self.device_id, self.element_type, shape, pointer)
+        self.bind_rows(binding, first, n)
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy()
+
+    def bind_rows(self, binding: ort.IOBinding, first: int, n: int) -> None:
+        """Rows first..first+n-1 of every cache buffer as both past and present: a view, written in place."""
+        shape = [n, *self.buffers[0].shape()[1:]]
+        for past, present, buffer in zip(self.past_names, self.present_names, self.buffers, strict=True):
+            pointer = buffer.data_ptr() + first * self.row_bytes  # rows are contiguous
+            binding.bind_input(past, self.ort_device, self.device_id, self.element_type, shape, pointer)
+            binding.bind_output(present, self.ort_device, self.device_id, self.element_type, shape, pointer)
+
+    def _decode_rows(self, first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """One token for each of the rows first..first+n-1; logits (n, vocab). On the CPU through a binding kept
+        per span of rows (the per-call cost of binding every cache tensor is most of a small model's step)."""
+        if self.ort_device != "cpu":
+            return self._run(first, tokens[:, None], starts, 1)[:, -1]
+        key = (first, len(tokens))
+        binding = self.decode_bindings.pop(key, None) or DecodeBinding(self, first, len(tokens))
+        self.decode_bindings[key] = binding  # most recently used last
+        if len(self.decode_bindings) > 2 * self.info.max_slots:
+            self.decode_bindings.popitem(last=False)
+        return binding.run(tokens, starts)
 
     def _prefill(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
         logits = self._run(slot, tokens[None], np.array([start]), len(tokens) if all_logits else 1)[0]
@@ -151,8 +169,8 @@ class OrtSlotRuntime(OrtRuntime):
             inside = np.flatnonzero((slots >= first) & (slots <= last))
             feed = np.zeros(last - first + 1, dtype=np.int64)
             feed[slots[inside] - first] = tokens[inside]
-            run = self._run(first, feed[:, None], self.lengths[first : last + 1].copy(), 1)
-            logits[inside] = run[slots[inside] - first, -1]
+            run = self._decode_rows(first, feed, self.lengths[first : last + 1].copy())
+            logits[inside] = run[slots[inside] - first]
         return logits
 
     def _spans(self, rows: list[int]) -> list[tuple[int, int]]:
@@ -165,6 +183,41 @@ class OrtSlotRuntime(OrtRuntime):
             else:
                 spans.append((row, row))
         return spans
+
+
+class DecodeBinding:
+    """A decode call over rows first..first+n-1 of an `OrtSlotRuntime` on the CPU, bound once: the cache rows, and
+    numpy arrays for the small inputs and the logits that ONNX Runtime reads and writes in place. A call only writes
+    its tokens and lengths into those arrays and runs."""
+
+    def __init__(self, runtime: OrtSlotRuntime, first: int, n: int):
+        self.session = runtime.session
+        self.ids = np.zeros((n, 1), dtype=np.int64)
+        self.positions = np.zeros((n, 1), dtype=np.int64)
+        self.seqlens = np.zeros(n, dtype=np.int32)
+        self.total = np.zeros((), dtype=np.int32)
+        self.logits = np.zeros((n, 1, runtime.info.vocab_size), dtype=np.float32)
+        inputs = {INPUT_IDS: self.ids, SEQLENS_K: self.seqlens, TOTAL_SEQUENCE_LENGTH: self.total,
+                  LOGITS_TO_KEEP: np.ones(1, dtype=np.int64)}  # fmt: skip
+        if runtime.learned_positions:
+            inputs[POSITION_IDS] = self.positions
+        self.binding = self.session.io_binding()
+        self.values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in inputs.items()}
+        self.values[LOGITS] = ort.OrtValue.ortvalue_from_numpy(self.logits)  # the OrtValues share numpy's memory
+        for name, value in self.values.items():
+            if name == LOGITS:
+                self.binding.bind_ortvalue_output(name, value)
+            else:
+                self.binding.bind_ortvalue_input(name, value)
+        runtime.bind_rows(self.binding, first, n)
+
+    def run(self, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        self.ids[:, 0] = tokens
+        self.positions[:, 0] = starts
+        self.seqlens[:] = starts
+        self.total[...] = starts.max() + 1
+        self.session.run_with_iobinding(self.binding)
+        return self.logits[:, 0].copy()
 
 
 class OrtGraphRuntime(OrtRuntime):
