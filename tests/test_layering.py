@@ -15,7 +15,7 @@ PACKAGES = {"gptdeploy": ROOT / "gptdeploy", "gptdeploy.export": ROOT / "export"
 # What runs a bundle without torch: the generate API, the ONNX Runtime and TensorRT backends, the C API, bundle
 # checks and parity against golden references, and the CLI's entry point.
 TORCH_FREE = [
-    "gptdeploy", "gptdeploy.generate", "gptdeploy.sampling", "gptdeploy.runtimes.base",
+    "gptdeploy", "gptdeploy.generate", "gptdeploy.engine", "gptdeploy.sampling", "gptdeploy.runtimes.base",
     "gptdeploy.runtimes.ort_runtime", "gptdeploy.runtimes.trt_runtime", "gptdeploy.runtimes.capi.implementation",
     "gptdeploy.bundle", "gptdeploy.checkpoint", "gptdeploy.golden", "gptdeploy.parity", "gptdeploy.evaluate",
     "gptdeploy.graph_contract", "gptdeploy.cli", "gptdeploy.export.genai_config", "gptdeploy.export.preflight",

@@ -8,6 +8,8 @@ from dataclasses import asdict, fields
 
 import click
 
+from gptdeploy.runtimes.base import DEFAULT_SLOTS
+
 
 def emit(data: dict, as_json: bool, text: Callable[[dict], str]) -> None:
     click.echo(json.dumps(data, indent=2) if as_json else text(data))
@@ -22,6 +24,8 @@ def backend_options(command: Callable) -> Callable:
         click.option("--precision", default="fp32", show_default=True,
                      help="fp32, or fp16/bf16 on CUDA (torch); in a bundle, the first artifact of this precision."),
         click.option("--artifact", help="The bundle artifact to run, by name (see `gptdeploy inspect`)."),
+        click.option("--max-slots", type=click.IntRange(min=1), default=DEFAULT_SLOTS, show_default=True,
+                     help="Sequences the runtime's KV cache holds at once (prompts beyond it wait for a slot)."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)

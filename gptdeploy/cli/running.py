@@ -18,7 +18,8 @@ from gptdeploy.cli.common import backend_options, generation_config, generation_
 @generation_options
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
-def generate_command(model, prompts, backend, device, precision, artifact, stream, as_json, **settings) -> None:
+def generate_command(model, prompts, backend, device, precision, artifact, max_slots, stream, as_json,
+                     **settings) -> None:  # fmt: skip
     """Complete prompts with a checkpoint or bundle on any backend.
 
     Example: gptdeploy generate runs/demo/finetune -p $'Q: What is 12 plus 30?\\nA:'
@@ -30,7 +31,7 @@ def generate_command(model, prompts, backend, device, precision, artifact, strea
     if stream and as_json:
         raise click.UsageError("--stream and --json exclude each other")
     config = generation_config(**settings)
-    with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
+    with load_runtime(model, backend, device, precision, max_slots, artifact) as runtime:
         if stream:
             for prompt in prompts:
                 for piece in stream_text(runtime, prompt, config):
@@ -53,7 +54,7 @@ def generate_command(model, prompts, backend, device, precision, artifact, strea
 @click.option("--template", default="{}", show_default=True, help="How a line becomes a prompt; {} is the line.")
 @backend_options
 @generation_options
-def chat_command(model, template, backend, device, precision, artifact, **settings) -> None:
+def chat_command(model, template, backend, device, precision, artifact, max_slots, **settings) -> None:
     """Type a line, read the model's streamed answer; an empty line or end of input quits.
 
     Example: gptdeploy chat runs/demo/finetune --template $'Q: {}\\nA:'
@@ -64,7 +65,7 @@ def chat_command(model, template, backend, device, precision, artifact, **settin
     if "{}" not in template:
         raise click.BadParameter("the template needs a {} where the line goes", param_hint="--template")
     config = generation_config(**settings)
-    with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
+    with load_runtime(model, backend, device, precision, max_slots, artifact) as runtime:
         click.echo(f"chatting with {model} on {runtime.info.backend}/{runtime.info.device}; empty line quits", err=True)
         for line in typed_lines():
             for piece in stream(runtime, template.replace("{}", line), config):

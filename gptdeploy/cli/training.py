@@ -137,7 +137,8 @@ def describe_accuracy(report: dict) -> str:
 @click.option("--heldout", "heldout_file", type=click.Path(path_type=Path), help="Pairs (JSONL); default: shipped.")
 @backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def evaluate_command(model: Path, heldout_file: Path | None, backend, device, precision, artifact, as_json) -> None:
+def evaluate_command(model: Path, heldout_file: Path | None, backend, device, precision, artifact, max_slots,
+                     as_json) -> None:  # fmt: skip
     """Held-out exact match of a fine-tuned model (greedy decoding) on any backend.
 
     Example: gptdeploy evaluate runs/demo/finetune
@@ -148,7 +149,7 @@ def evaluate_command(model: Path, heldout_file: Path | None, backend, device, pr
     from gptdeploy.runtimes.base import load_runtime
 
     examples = read_pairs(heldout_file) if heldout_file else generate_tasks()[1]
-    with load_runtime(model, backend, device, precision, artifact=artifact) as runtime:
+    with load_runtime(model, backend, device, precision, max_slots, artifact) as runtime:
         emit(exact_match(runtime, examples).to_dict(), as_json, describe_accuracy)
 
 
