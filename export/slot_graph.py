@@ -62,6 +62,17 @@ class _Builder:
             self.initializers[name] = numpy_helper.from_array(self.weights[name], name)
         return name
 
+    def half(self, prefix: str, which: str, config: GPTConfig) -> tuple[str, str]:
+        """The gate or up half of a SwiGLU projection stored as [gate; up]: (weight, bias) initializer names."""
+        width = config.hidden_size
+        columns = slice(0, width) if which == "gate" else slice(width, 2 * width)
+        weight, bias = f"{prefix}.{which}.weight", f"{prefix}.{which}.bias"
+        if weight not in self.initializers:
+            self.constant(weight, np.ascontiguousarray(self.weights[f"{prefix}.weight"][:, columns]))
+            if config.bias:
+                self.constant(bias, np.ascontiguousarray(self.weights[f"{prefix}.bias"][columns]))
+        return weight, bias
+
     def constant(self, name: str, array: np.ndarray) -> str:
         self.initializers[name] = numpy_helper.from_array(array, name)
         return name
@@ -141,14 +152,17 @@ def _attention(b: _Builder, x: str, layer: int, config: GPTConfig) -> str:
 
 def _mlp(b: _Builder, x: str, layer: int, config: GPTConfig) -> str:
     prefix = f"h.{layer}.mlp"
-    hidden = b.node("MatMul", [x, b.weight(f"{prefix}.c_fc.weight")], f"{prefix}.c_fc/MatMul")[0]
     if config.mlp == "gelu":
+        hidden = b.node("MatMul", [x, b.weight(f"{prefix}.c_fc.weight")], f"{prefix}.c_fc/MatMul")[0]
         bias = [b.weight(f"{prefix}.c_fc.bias")] if config.bias else []
         hidden = b.node("FastGelu", [hidden, *bias], f"{prefix}/FastGelu", domain=MS)[0]
-    else:
+    else:  # c_fc holds [gate; up]: two MatMuls on its halves need no Split of the activations
+        gate, up = (b.half(f"{prefix}.c_fc", half, config) for half in ("gate", "up"))
+        gate = b.node("MatMul", [x, gate[0]], f"{prefix}.gate/MatMul")[0]
+        up = b.node("MatMul", [x, up[0]], f"{prefix}.up/MatMul")[0]
         if config.bias:
-            hidden = b.node("Add", [hidden, b.weight(f"{prefix}.c_fc.bias")], f"{prefix}.c_fc/Add")[0]
-        gate, up = b.node("Split", [hidden], f"{prefix}/Split", outputs=2, axis=-1, num_outputs=2)
+            gate = b.node("Add", [gate, b.half(f"{prefix}.c_fc", "gate", config)[1]], f"{prefix}.gate/Add")[0]
+            up = b.node("Add", [up, b.half(f"{prefix}.c_fc", "up", config)[1]], f"{prefix}.up/Add")[0]
         silu = b.node("Mul", [gate, b.node("Sigmoid", [gate], f"{prefix}/Sigmoid")[0]], f"{prefix}/SiLU")[0]
         hidden = b.node("Mul", [silu, up], f"{prefix}/Mul")[0]
     return b.node("MatMul", [hidden, b.weight(f"{prefix}.c_proj.weight")], f"{prefix}.c_proj/MatMul")[0]
