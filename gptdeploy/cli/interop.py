@@ -7,17 +7,19 @@ from pathlib import Path
 import click
 
 from gptdeploy.cli.common import emit
+from gptdeploy.hf_config import EXPORT_ORDER
 
 
 @click.command("import-hf")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "checkpoint", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--block-size", type=click.IntRange(min=1),
-              help="Cap a rotary model's context (Llama configs often declare far more than you need).")  # fmt: skip
+              help="Cap a rotary model's context (Llama configs often declare far more than you need; a sliding-window "
+                   "model needs a context its window covers).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def import_hf_command(folder, checkpoint, block_size, force, as_json) -> None:
-    """Import a local GPT2LMHeadModel or LlamaForCausalLM folder (config.json, safetensors, tokenizer.json).
+    """Import a local GPT-2, Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder (config.json, safetensors, tokenizer.json).
 
     Example: gptdeploy import-hf ~/models/TinyLlama -o runs/tinyllama --block-size 2048
     """
@@ -40,12 +42,13 @@ def describe_import(data: dict) -> str:
 @click.command("export-hf")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "folder", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--family", type=click.Choice(["gpt2", "llama"]),
-              help="Hugging Face architecture to write (default: the one the model's config maps onto).")  # fmt: skip
+@click.option("--family", type=click.Choice(EXPORT_ORDER),
+              help="Hugging Face architecture to write (default: the one the model was imported from, else the first "
+                   "its config maps onto).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace an existing folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def export_hf_command(checkpoint, folder, family, force, as_json) -> None:
-    """Write a checkpoint as a Hugging Face GPT-2 or Llama folder that transformers loads.
+    """Write a checkpoint as a Hugging Face GPT-2, Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder that transformers loads.
 
     Example: gptdeploy export-hf runs/demo/finetune -o runs/demo/hf && python -c "from transformers import
     AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('runs/demo/hf')"
