@@ -315,18 +315,24 @@ def family_mismatches(config: GPTConfig, family: str) -> list[str]:
     return problems
 
 
-def choose_family(config: GPTConfig, family: str | None = None, preferred: str | None = None) -> str:
+def choose_family(
+    config: GPTConfig,
+    family: str | None = None,
+    preferred: str | None = None,
+    families: tuple[str, ...] = EXPORT_ORDER,
+    kind: str = "Hugging Face architecture",
+) -> str:
     """The requested family if the config maps onto it; else `preferred` (the family it was imported from) or the
-    first family it maps onto. ConfigError naming why not."""
-    if family is not None and family not in FAMILIES:
-        raise ConfigError(f"unknown Hugging Face family {family!r}; choose one of {', '.join(EXPORT_ORDER)}")
-    candidates = [family] if family else [*([preferred] if preferred in FAMILIES else []), *EXPORT_ORDER]
+    first of `families` it maps onto. ConfigError naming the options in the way."""
+    if family is not None and family not in families:
+        raise ConfigError(f"unknown {kind} {family!r}; choose one of {', '.join(families)}")
+    candidates = [family] if family else [*([preferred] if preferred in families else []), *families]
     for candidate in candidates:
         if not family_mismatches(config, candidate):
             return candidate
     shown = [family] if family else ["gpt2", "llama"]
     reasons = "; ".join(f"{f}: {', '.join(family_mismatches(config, f))}" for f in shown)
-    raise ConfigError(f"this model maps onto no Hugging Face architecture gptdeploy exports ({reasons})")
+    raise ConfigError(f"this model maps onto no {kind} gptdeploy writes ({reasons})")
 
 
 def config_to_hf(config: GPTConfig, family: str) -> dict:

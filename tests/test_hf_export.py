@@ -84,7 +84,7 @@ def test_the_requested_family_must_fit(tmp_path, checkpoint_of):
     checkpoint = checkpoint_of(**VARIANTS["llama-gqa"])
     with pytest.raises(ConfigError, match=r"gpt2: positions='rope' \(it needs learned positions\), norm='rmsnorm'"):
         export_hf(checkpoint, tmp_path / "hf", family="gpt2")
-    with pytest.raises(ConfigError, match="unknown Hugging Face family 'gemma'"):
+    with pytest.raises(ConfigError, match="unknown Hugging Face architecture 'gemma'"):
         export_hf(checkpoint, tmp_path / "hf", family="gemma")
 
 
