@@ -105,18 +105,14 @@ def rotary_config(hf: dict, family: str) -> GPTConfig:
     _require(hf, "hidden_act", hf.get("hidden_act", "silu") == "silu", "silu (SwiGLU)")
     bias, qkv_bias = _biases(hf, family)
     layer_types(hf, family)  # refuses attention kinds other than full and sliding
-    hidden, heads = hf.get("hidden_size"), hf.get("num_attention_heads")
-    head_dim = read("head_dim")
-    if head_dim is not None and family in ("qwen2", "phi3"):  # not a field of their configs, yet read if present
-        logger.info("config.json sets head_dim=%s, which transformers reads for %s too", head_dim, family)
     return _config(
         vocab_size=hf.get("vocab_size"),
         block_size=read("max_position_embeddings"),
         n_layer=hf.get("num_hidden_layers"),
-        n_head=heads,
+        n_head=hf.get("num_attention_heads"),
         n_kv_head=read("num_key_value_heads"),
-        n_embd=hidden,
-        head_size=head_dim,
+        n_embd=hf.get("hidden_size"),
+        head_size=read("head_dim"),  # Qwen2's and Phi-3's configs have no such field, yet transformers reads it
         mlp_hidden=hf.get("intermediate_size"),
         positions="rope",
         rope_theta=rope_theta(hf, family),
