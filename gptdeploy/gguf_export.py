@@ -62,6 +62,7 @@ def export_gguf(
     tensors = gguf_tensors(state, config, architecture)
     with atomic_path(path) as staging:
         writer = gguf.GGUFWriter(str(staging), architecture)
+        writer.add_name(loaded.path.name)  # what Ollama and LM Studio list the model as
         _write_hyperparameters(writer, config, architecture, gguf_type)
         _write_vocab(writer, vocab)
         for name, array in tensors.items():
@@ -143,7 +144,6 @@ def _interleave_rotary_rows(rows, heads: int):
 
 def _write_hyperparameters(writer, config: GPTConfig, architecture: str, gguf_type: str) -> None:
     gguf = _gguf()
-    writer.add_name("gptdeploy model")
     writer.add_context_length(config.block_size)
     writer.add_embedding_length(config.n_embd)
     writer.add_block_count(config.n_layer)

@@ -52,6 +52,10 @@ def gguf_vocab(tokenizer: Tokenizer, vocab_size: int) -> GgufVocab:
                              f"{fallback}: convert `gptdeploy export-hf` output with llama.cpp's "
                              "convert_hf_to_gguf.py instead")  # fmt: skip
     pre = pre_tokenizer_name(spec)
+    ignore_merges = bool(model.get("ignore_merges"))
+    if ignore_merges != (pre == "llama-bpe"):  # llama.cpp ties this to the pre-tokenizer
+        raise TokenizerError(f"the tokenizer's BPE has ignore_merges={ignore_merges}, which llama.cpp's {pre!r} "
+                             "pre-tokenizer does not; GGUF export would tokenize differently")  # fmt: skip
     added = {token["id"]: token for token in spec.get("added_tokens", [])}
     by_id = {index: text for text, index in model["vocab"].items()} | {i: t["content"] for i, t in added.items()}
     if sorted(by_id) != list(range(len(by_id))):

@@ -270,15 +270,42 @@ def test_q8_0_stays_within_the_int8_budget(llama_cpp, trained, tmp_path, variant
                 relative, kl, top1)  # fmt: skip
 
 
+def split_bpe_checkpoint(folder, pattern: str, ignore_merges: bool, texts: list[str]):
+    """A checkpoint whose byte-level BPE splits with `pattern` first, as Qwen2's and Llama 3's tokenizers do."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as BackendTokenizer
+
+    from gptdeploy.checkpoint import save_checkpoint
+    from gptdeploy.model import GPT, GPTConfig
+    from gptdeploy.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+    backend = BackendTokenizer(models.BPE(ignore_merges=ignore_merges))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), "isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                              use_regex=False)])  # fmt: skip
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = Tokenizer(backend)
+    return save_checkpoint(folder, GPT(GPTConfig.preset("tiny", vocab_size=tokenizer.vocab_size)), tokenizer)
+
+
 def test_llama_cpp_tokenizes_and_detokenizes_text_exactly_as_we_do(llama_cpp, trained, imported, tmp_path):
-    """Our tokenizer (digits split, then GPT-2's byte-level regex: pre-tokenizer "smollm") and a Hugging Face byte-level
-    BPE ("gpt-2"). llama.cpp matches special-token text only when asked to parse specials, as ours always does."""
+    """Our tokenizer (digits split, then GPT-2's byte-level regex: pre-tokenizer "smollm"), a Hugging Face byte-level
+    BPE ("gpt-2") and the Qwen2 and Llama 3 split patterns. llama.cpp matches special-token text only when asked to
+    parse specials, as ours always does."""
     from gptdeploy.checkpoint import load_checkpoint
     from gptdeploy.gguf_export import export_gguf
+    from gptdeploy.gguf_vocab import LLAMA3_PATTERN, QWEN2_PATTERN
     from gptdeploy.world import generate_corpus
 
     texts = TEXTS + generate_corpus(seed=5, target_bytes=20_000).text.split("\n\n")
-    for checkpoint, pre in ((trained / "llama", "smollm"), (imported["llama-gqa-8-to-2"][0], "gpt-2")):
+    qwen2 = split_bpe_checkpoint(tmp_path / "qwen2", QWEN2_PATTERN, False, texts[10:])
+    llama3 = split_bpe_checkpoint(tmp_path / "llama3", LLAMA3_PATTERN, True, texts[10:])
+    checkpoints = [(trained / "llama", "smollm"), (imported["llama-gqa-8-to-2"][0], "gpt-2"), (qwen2, "qwen2"),
+                   (llama3, "llama-bpe")]  # fmt: skip
+    for checkpoint, pre in checkpoints:
         tokenizer = load_checkpoint(checkpoint).tokenizer
         result = export_gguf(checkpoint, tmp_path / f"{pre}.gguf")
         assert result.pre_tokenizer == pre
