@@ -219,7 +219,8 @@ def test_f32_gguf_computes_our_logits_and_greedy_tokens_in_llama_cpp(llama_cpp, 
     expected = reference(loaded.model, ids)
     relative = np.abs(llama_cpp_logits(llm, ids) - expected).max() / np.abs(expected).max()
     assert relative <= F32_TOLERANCE.get(result.architecture, 1e-4)
-    ours = generate(TorchRuntime(loaded.model, loaded.tokenizer), PROMPT, GenerationConfig(32, ignore_eos=True))
+    greedy = GenerationConfig(max_new_tokens=32, ignore_eos=True)
+    ours = generate(TorchRuntime(loaded.model, loaded.tokenizer), PROMPT, greedy)
     assert llama_cpp_greedy(llm, loaded.tokenizer.encode(PROMPT, bos=True), 32) == ours.tokens
 
 
