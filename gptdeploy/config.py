@@ -20,14 +20,17 @@ class GPTConfig:
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # query heads
     n_kv_head: int | None = None  # key/value heads for grouped-query attention; None = n_head (plain MHA)
-    n_embd: int = 128  # residual stream width; must divide by n_head
+    n_embd: int = 128  # residual stream width; must divide by n_head unless head_size is set
+    head_size: int | None = None  # width of each attention head; None = n_embd / n_head (Qwen3 decouples them)
     mlp_hidden: int | None = None  # MLP inner width; None = 4 * n_embd (GELU) or 8/3 * n_embd rounded (SwiGLU)
     positions: Literal["learned", "rope"] = "learned"  # learned absolute embeddings (GPT-2) or rotary (Llama)
     rope_theta: float = 10000.0  # rotary base frequency
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
+    qk_norm: bool = False  # RMSNorm over each head's query and key before the rotation (Qwen3)
     mlp: Literal["gelu", "swiglu"] = "gelu"  # GELU uses GPT-2's tanh approximation
     bias: bool = True  # biases in linear layers and LayerNorm (GPT-2: yes, Llama: no)
+    qkv_bias: bool = False  # biases on the query/key/value projection alone, in a model without others (Qwen2)
     tie_embeddings: bool = True  # lm_head shares its weight with wte
     dropout: float = 0.0  # training only; 0 for small data sets that are not overfitted
 
@@ -38,7 +41,9 @@ class GPTConfig:
             (self.block_size > 0, f"block_size must be positive, got {self.block_size}"),
             (self.n_layer > 0, f"n_layer must be positive, got {self.n_layer}"),
             (self.n_head > 0, f"n_head must be positive, got {self.n_head}"),
-            (self.n_embd % self.n_head == 0, f"n_embd {self.n_embd} does not divide by n_head {self.n_head}"),
+            (self.head_size is not None or self.n_embd % self.n_head == 0,
+             f"n_embd {self.n_embd} does not divide by n_head {self.n_head}; set head_size to decouple them"),
+            (self.head_size is None or self.head_size > 0, f"head_size must be positive, got {self.head_size}"),
             (self.kv_heads > 0 and self.n_head % self.kv_heads == 0,
              f"n_head {self.n_head} does not divide by n_kv_head {self.n_kv_head}"),
             (self.positions in ("learned", "rope"), f"positions must be 'learned' or 'rope', got {self.positions!r}"),
@@ -46,12 +51,14 @@ class GPTConfig:
             (self.mlp in ("gelu", "swiglu"), f"mlp must be 'gelu' or 'swiglu', got {self.mlp!r}"),
             (self.positions != "rope" or self.head_dim % 2 == 0,
              f"rotary positions need an even head_dim, got {self.head_dim}"),
+            (not (self.qkv_bias and self.bias), "qkv_bias adds q/k/v biases to a model without biases; with "
+                                                   "bias=True every linear layer has one already"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
         ], ConfigError)  # fmt: skip
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.n_embd // self.n_head if self.head_size is None else self.head_size
 
     @property
     def kv_heads(self) -> int:

@@ -69,17 +69,23 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         qkv_width = (self.n_head + 2 * self.n_kv_head) * self.head_dim
-        self.c_attn = nn.Linear(config.n_embd, qkv_width, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, qkv_width, bias=config.bias or config.qkv_bias)
+        self.c_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            self.q_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps)
+            self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps)
+        self.qk_norm = config.qk_norm
         self.dropout = config.dropout
 
     def forward(self, x: Tensor, rope: KV | None, mask: Tensor | None, cache: KVCache | None) -> Tensor:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q_width, kv_width = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split([q_width, kv_width, kv_width], dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)  # over each head's hs
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
@@ -89,7 +95,7 @@ class CausalSelfAttention(nn.Module):
             k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, nh, P + T, hs)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, q_width)  # (B, T, nh * hs)
         return F.dropout(self.c_proj(y), dropout, self.training)
 
 

@@ -20,6 +20,18 @@ MODEL_VARIANTS = {
     "llama": dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, bias=False, tie_embeddings=False),
     "mqa-untied-gelu-rope": dict(positions="rope", n_kv_head=1, tie_embeddings=False),
     "rmsnorm-swiglu-learned-bias": dict(norm="rmsnorm", mlp="swiglu", bias=True),
+    # Qwen2's q/k/v-only biases with a tied head; Qwen3's per-head q/k norm with heads wider than n_embd / n_head
+    "qwen2": dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, bias=False, qkv_bias=True),
+    "qwen3": dict(
+        positions="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        n_kv_head=2,
+        bias=False,
+        qk_norm=True,
+        head_size=24,
+        tie_embeddings=False,
+    ),
 }
 
 

@@ -13,12 +13,19 @@ transformers = pytest.importorskip("transformers", reason="transformers is optio
 torch = pytest.importorskip("torch")
 
 PROMPT = "Mia lives in Riverton"
-VARIANTS = {
+LLAMA_STYLE = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+VARIANTS = {  # name (its family first, or the family asked for) -> GPTConfig overrides
     "gpt2": {},
     "gpt2-untied-3-heads": dict(n_head=3, n_embd=48, tie_embeddings=False, mlp_hidden=100, dropout=0.1),
-    "llama-gqa": dict(positions="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, bias=False, tie_embeddings=False),
-    "llama-tied-biased": dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=True, rope_theta=5e5, norm_eps=1e-6),
+    "llama-gqa": dict(**LLAMA_STYLE, n_kv_head=2, tie_embeddings=False),
+    "llama-tied-biased": dict(**{**LLAMA_STYLE, "bias": True}, rope_theta=5e5, norm_eps=1e-6),
+    "llama-wide-heads": dict(**LLAMA_STYLE, n_kv_head=2, head_size=24),
+    "qwen2-tied": dict(**LLAMA_STYLE, n_kv_head=2, qkv_bias=True, rope_theta=1e6),
+    "qwen3-wide-heads": dict(**LLAMA_STYLE, n_kv_head=1, qk_norm=True, head_size=24, tie_embeddings=False),
+    "mistral": dict(**LLAMA_STYLE, n_kv_head=2, tie_embeddings=False),
+    "phi3": dict(**LLAMA_STYLE, tie_embeddings=False),
 }
+REQUESTED = ("mistral", "phi3")  # llama-style configs fit these too; only asked for, never chosen by default
 
 
 @pytest.fixture
@@ -40,8 +47,9 @@ def test_transformers_loads_the_export_and_it_imports_back_unchanged(tmp_path, c
 
     checkpoint = checkpoint_of(**VARIANTS[variant])
     original = load_checkpoint(checkpoint)
-    result = export_hf(checkpoint, tmp_path / "hf")
-    assert result.family == variant.split("-")[0]
+    family = variant.split("-")[0]
+    result = export_hf(checkpoint, tmp_path / "hf", family=family if family in REQUESTED else None)
+    assert result.family == family
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
@@ -76,8 +84,36 @@ def test_the_requested_family_must_fit(tmp_path, checkpoint_of):
     checkpoint = checkpoint_of(**VARIANTS["llama-gqa"])
     with pytest.raises(ConfigError, match=r"gpt2: positions='rope' \(it needs learned positions\), norm='rmsnorm'"):
         export_hf(checkpoint, tmp_path / "hf", family="gpt2")
-    with pytest.raises(ConfigError, match="unknown Hugging Face family 'mistral'"):
-        export_hf(checkpoint, tmp_path / "hf", family="mistral")
+    with pytest.raises(ConfigError, match="unknown Hugging Face architecture 'gemma'"):
+        export_hf(checkpoint, tmp_path / "hf", family="gemma")
+
+
+@pytest.mark.parametrize("case", ["mistral-mqa-3-heads", "phi3-5-heads"])
+def test_an_imported_model_goes_back_as_the_family_it_came_from(tmp_path, case):
+    from gptdeploy.hf_export import export_hf
+    from gptdeploy.hf_import import import_hf
+    from tests.hf_models import CASES, make_hf_folder
+
+    family, overrides = CASES[case]
+    reference = make_hf_folder(tmp_path / "in", family, **overrides)
+    checkpoint = import_hf(tmp_path / "in", tmp_path / "checkpoint").checkpoint
+    assert export_hf(checkpoint, tmp_path / "out").family == family  # llama would fit too: the origin wins
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert type(model) is type(reference)
+    ids = torch.tensor([list(range(1, 40))])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)  # the very weights, in the very layout
+    assert export_hf(checkpoint, tmp_path / "as-llama", family="llama").family == "llama"
+
+
+def test_family_options_stand_in_the_way_by_name(tmp_path, checkpoint_of):
+    from gptdeploy.hf_export import export_hf
+
+    checkpoint = checkpoint_of(**VARIANTS["qwen2-tied"])
+    with pytest.raises(ConfigError, match=r"llama: qkv_bias=True \(it needs no q/k/v-only biases\)"):
+        export_hf(checkpoint, tmp_path / "hf", family="llama")
+    with pytest.raises(ConfigError, match=r"qwen3: .*qk_norm=False \(it needs q/k RMSNorm\)"):
+        export_hf(checkpoint, tmp_path / "hf", family="qwen3")
 
 
 def test_an_existing_folder_is_only_replaced_with_force(tmp_path, checkpoint_of):

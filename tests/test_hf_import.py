@@ -1,5 +1,5 @@
 """Hugging Face folders made here with transformers (random init, nothing downloaded) import into checkpoints that
-compute what transformers computes; what the reference model cannot express is refused by name."""
+compute what transformers computes, for every family; what the reference model cannot express is refused by name."""
 
 import json
 import shutil
@@ -8,64 +8,7 @@ import numpy as np
 import pytest
 
 from gptdeploy.errors import CheckpointError, ConfigError, TokenizerError
-
-transformers = pytest.importorskip("transformers", reason="transformers is optional (the dev extra installs it)")
-torch = pytest.importorskip("torch")
-
-TEXTS = ["Mia lives in Riverton. She has a brown dog named Pip.", "Tom had 12 apples and gave 5 to Mia, so 7 left."]
-PROMPT = "Mia lives in Riverton with Tom"
-# Large initial weights make random models' next-token choices decisive, so a greedy comparison over 64 tokens
-# tests the arithmetic rather than how near-ties fall.
-INIT = 0.5
-CASES = {
-    "gpt2-3-heads-odd-vocab": ("gpt2", dict(n_embd=48, n_head=3, n_inner=100)),
-    "gpt2-untied": ("gpt2", dict(n_embd=32, n_head=2, tie_word_embeddings=False)),
-    "llama-gqa-8-to-2": ("llama", dict(num_attention_heads=8, num_key_value_heads=2, intermediate_size=88)),
-    "llama-tied-biased-mha": ("llama", dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
-                                            attention_bias=True, mlp_bias=True, rope_theta=500000.0)),
-}  # fmt: skip
-
-
-def save_tokenizer(folder, bos: str, eos: str) -> None:
-    """A byte-level BPE tokenizer saved by transformers, as a downloaded folder would carry it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(dict.fromkeys([bos, eos])), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    backend.train_from_iterator(TEXTS * 10, trainer)
-    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos).save_pretrained(folder)
-
-
-def make_hf_folder(folder, family: str, **overrides):
-    """A random GPT2LMHeadModel or LlamaForCausalLM with a vocabulary of 331 (not a multiple of 8), saved."""
-    torch.manual_seed(0)
-    if family == "gpt2":
-        settings = dict(vocab_size=331, n_positions=96, n_layer=2, bos_token_id=0, eos_token_id=0)
-        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**settings, initializer_range=INIT, **overrides))
-        save_tokenizer(folder, "<|endoftext|>", "<|endoftext|>")
-    else:
-        rope_theta = overrides.pop("rope_theta", 10000.0)
-        rope = {"rope_type": "default", "rope_theta": rope_theta}
-        settings = dict(vocab_size=331, hidden_size=64, num_hidden_layers=2, max_position_embeddings=96,
-                        bos_token_id=1, eos_token_id=2, rope_parameters=rope)  # fmt: skip
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**settings, initializer_range=INIT, **overrides))
-        save_tokenizer(folder, "<s>", "</s>")
-    model.eval().save_pretrained(folder)
-    return model
-
-
-def hf_greedy(model, ids: list[int], steps: int) -> list[int]:
-    """transformers' own cached decoding, one argmax at a time (generate() would stop at eos)."""
-    with torch.no_grad():
-        output = model(torch.tensor([ids]), use_cache=True)
-        tokens = []
-        for _ in range(steps):
-            tokens.append(int(output.logits[0, -1].argmax()))
-            output = model(torch.tensor([[tokens[-1]]]), cache=output.past_key_values, use_cache=True)
-    return tokens
+from tests.hf_models import CASES, PROMPT, TEXTS, edited_copy, hf_greedy, make_hf_folder, torch, transformers
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +16,6 @@ def llama_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hf") / "llama"
     make_hf_folder(folder, "llama", num_attention_heads=8, num_key_value_heads=2, intermediate_size=88)
     return folder
-
-
-def edited_copy(source, target, **config_changes):
-    """A copy of an HF folder whose config.json differs (None deletes a key)."""
-    shutil.copytree(source, target)
-    config = json.loads((target / "config.json").read_text())
-    for key, value in config_changes.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    (target / "config.json").write_text(json.dumps(config))
-    return target
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -174,8 +104,7 @@ REFUSED_LLAMA = {
                        "partial_rotary_factor=0.5"),
     "activation": (dict(hidden_act="gelu"), "unsupported hidden_act='gelu'.*silu"),
     "bias layout": (dict(attention_bias=True, mlp_bias=False), "bias layout attention_bias=True, mlp_bias=False"),
-    "head_dim": (dict(head_dim=16), "head_dim=16 with hidden_size=64 and 8 heads"),
-    "architecture": (dict(architectures=["MistralForCausalLM"]), "architecture MistralForCausalLM is not supported"),
+    "architecture": (dict(architectures=["GemmaForCausalLM"]), "architecture GemmaForCausalLM is not supported"),
     "missing field": (dict(num_hidden_layers=None), "config.json lacks n_layer"),
 }  # fmt: skip
 
@@ -201,7 +130,7 @@ def test_unsupported_llama_configs_are_refused_and_nothing_is_written(llama_fold
     ],
 )
 def test_unsupported_gpt2_configs_are_refused(tmp_path, changes, message):
-    from gptdeploy.hf_import import gpt2_config
+    from gptdeploy.hf_config import gpt2_config
 
     with pytest.raises(ConfigError, match=message):
         gpt2_config({"vocab_size": 64, "n_positions": 32, "n_layer": 1, "n_head": 2, "n_embd": 16, **changes})

@@ -15,7 +15,7 @@ from gptdeploy import __version__
 from gptdeploy.cli.bundles import export_command, inspect_command, optimize_command, parity_command
 from gptdeploy.cli.capi import capi_group
 from gptdeploy.cli.engines import build_engine_command, check_command
-from gptdeploy.cli.interop import export_hf_command, import_hf_command
+from gptdeploy.cli.interop import export_gguf_command, export_hf_command, import_hf_command
 from gptdeploy.cli.quantize import quantize_command
 from gptdeploy.cli.running import chat_command, generate_command
 from gptdeploy.cli.training import (
@@ -60,7 +60,7 @@ COMMANDS = [
     data_command, train_command, finetune_command, evaluate_command, plot_command, demo_command,
     generate_command, chat_command,
     export_command, optimize_command, quantize_command, inspect_command, parity_command,
-    build_engine_command, check_command, capi_group, import_hf_command, export_hf_command,
+    build_engine_command, check_command, capi_group, import_hf_command, export_hf_command, export_gguf_command,
 ]  # fmt: skip
 for command in COMMANDS:
     main.add_command(command)

@@ -97,3 +97,24 @@ def test_cli_builds_an_engine_and_generates_with_it(bundle):
     result = CliRunner().invoke(main, ["generate", str(bundle), "--artifact", "tensorrt-fp32", "--device", "cuda",
                                        "-p", "Mia lives in", "--max-new-tokens", "8", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("variant", ["qwen2", "qwen3"])
+def test_engines_of_the_qwen_options_match_pytorch(tmp_path, tokenizer, variant):
+    """q/k/v-only biases (Qwen2), per-head q/k norm and heads wider than n_embd / n_head (Qwen3), on TensorRT."""
+    from gptdeploy.checkpoint import save_checkpoint
+    from gptdeploy.export.pipeline import export_bundle
+    from gptdeploy.export.tensorrt_build import build_engine
+    from gptdeploy.golden import compute_golden
+    from gptdeploy.parity import check_parity
+    from gptdeploy.runtimes.torch_runtime import TorchRuntime
+    from tests.helpers import MODEL_VARIANTS, tiny_model
+
+    save_checkpoint(tmp_path / "checkpoint", tiny_model(seed=5, **MODEL_VARIANTS[variant]), tokenizer)
+    bundle = export_bundle(tmp_path / "checkpoint", tmp_path / "bundle", tasks=False).bundle
+    artifact = build_engine(bundle, max_batch=8)
+    with TorchRuntime.load(tmp_path / "checkpoint", device="cuda") as reference:
+        golden = compute_golden(reference)
+    with open_engine(bundle, artifact) as runtime:
+        report = check_parity(runtime, golden)
+    assert report, report.failures
