@@ -27,15 +27,18 @@ import transformers
 
 PROMPT = "Mia lives in Riverton with Tom. They have 12 apples and a brown dog named Pip"
 STEPS = 32
+CALIBRATION_TEXTS = [PROMPT, "The market in Hillford opens on Monday.", "Tom gave 5 apples to Mia."]
+# Odd shapes whose head sizes ONNX Runtime's GroupQueryAttention runs (multiples of 16 with rotary positions); a
+# family whose fusion is refused gets a "refused" row with the reason.
 FAMILIES = {  # family -> (config class, model class, odd shape)
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=48, n_head=3, n_inner=100, n_layer=2, n_positions=128)),
-    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_attention_heads=8, num_key_value_heads=2,
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2,
                                                      intermediate_size=88)),
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(hidden_size=48, num_attention_heads=3,
                                                            num_key_value_heads=1, intermediate_size=72)),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(hidden_size=72, num_attention_heads=6, num_key_value_heads=2,
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2,
                                                      intermediate_size=100, tie_word_embeddings=True)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=32,
                                                      intermediate_size=88)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(hidden_size=80, num_attention_heads=5, num_key_value_heads=5,
                                                   intermediate_size=120, pad_token_id=None)),
@@ -58,7 +61,7 @@ def hf_folder(folder: Path, family: str, init: float):
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    backend.train_from_iterator([PROMPT, "The market in Hillford opens on Monday."] * 20, trainer)
+    backend.train_from_iterator(CALIBRATION_TEXTS * 20, trainer)
     transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>").save_pretrained(
         folder
     )
@@ -82,47 +85,55 @@ def measure(logits: np.ndarray, tokens: list[int], reference: dict) -> dict:
 
 
 def onnx_rows(work: Path, reference: dict, ids: list[int]) -> dict:
+    """fp32 and both fusions as the pipeline builds them; each quantization transform applied without its guardrail
+    to the graph the product quantizes (int8 and int4 from the slot graph, the others from the fp32 export)."""
     from gptdeploy.bundle import load_bundle
-    from gptdeploy.export.calibration import CorpusCalibrationReader
+    from gptdeploy.errors import ExportError
     from gptdeploy.export.fusion import optimize_bundle
-    from gptdeploy.export.quantize_graphs import (
+    from gptdeploy.export.quantize import calibration_reader
+    from gptdeploy.export.quantize_transforms import (
         convert_fp16,
         quantize_int4,
         quantize_int8_dynamic,
         quantize_int8_static,
     )
-    from gptdeploy.runtimes.ort_runtime import OrtRuntime
+    from gptdeploy.runtimes.ort_runtime import open_graph
 
     rows = {}
     for target in ("onnxruntime", "tensorrt"):
-        optimize_bundle(work / "bundle", target)
+        try:
+            optimize_bundle(work / "bundle", target)
+        except ExportError as error:
+            rows[f"onnxruntime fused for {target}"] = {"skipped": f"refused: {error}"}
     bundle = load_bundle(work / "bundle")
-    source = bundle.file(bundle.artifact(name="onnx-fp32").path)
-    graphs = {name: (bundle.file(bundle.artifact(name=name).path), "fp32")
-              for name in ("onnx-fp32", "onnx-fused-ort", "onnx-fused-std")}  # fmt: skip
+    names = [artifact.name for artifact in bundle.artifacts]
+    graphs = {name: (bundle.file(bundle.artifact(name=name).path), "fp32") for name in names}
+    fp32 = graphs["onnx-fp32"][0]
+    slots = graphs.get("onnx-fused-ort", (None,))[0]
     tokenizer = reference["tokenizer"]
     transforms = {
-        "int8": lambda t: quantize_int8_dynamic(source, t),
-        "int8-static": lambda t: quantize_int8_static(source, t, lambda: CorpusCalibrationReader(bundle.config,
-                                                                                                  tokenizer)),
-        "fp16": lambda t: convert_fp16(source, t),
-        "int4": lambda t: quantize_int4(source, t),
+        "int8": (slots, quantize_int8_dynamic),
+        "int8-static": (fp32, lambda s, t: quantize_int8_static(s, t, reader=lambda: calibration_reader(
+            bundle.config, tokenizer, CALIBRATION_TEXTS))),
+        "fp16": (fp32, convert_fp16),
+        "int4": (slots, quantize_int4),
     }  # fmt: skip
-    for precision, transform in transforms.items():
+    for precision, (source, transform) in transforms.items():
+        if source is None:
+            continue
         target = work / f"unguarded-{precision}" / "model.onnx"
         target.parent.mkdir()
-        graphs[f"onnx-{precision} (unguarded)"] = (transform(target), precision.split("-")[0])
+        transform(source, target)
+        graphs[f"onnx-{precision} (unguarded)"] = (target, precision.split("-")[0])
     for name, (graph, precision) in graphs.items():
-        with OrtRuntime(graph, bundle.config, tokenizer, precision=precision) as runtime:
+        with open_graph(graph, bundle.config, tokenizer, precision=precision) as runtime:
 
             def step(tokens: list[int], runtime=runtime) -> np.ndarray:
-                runtime.reset(1)
-                batch = np.array([tokens])
-                return runtime.forward(batch, np.ones_like(batch))[0]
+                runtime.reset()
+                return runtime.prefill(0, tokens)
 
-            runtime.reset(1)
-            batch = np.array([ids])
-            logits = runtime.forward(batch, np.ones_like(batch), all_logits=True)[0]
+            runtime.reset()
+            logits = runtime.prefill(0, ids, all_logits=True)
             rows[f"onnxruntime {name}"] = measure(logits, greedy(step, ids), reference)
     return rows
 

@@ -82,9 +82,9 @@ class _Builder:
         self.nodes.append(helper.make_node(op, inputs, names, name, domain=domain, **attributes))
         return names
 
-    def linear(self, x: str, prefix: str, config: GPTConfig) -> str:
+    def linear(self, x: str, prefix: str, bias: bool) -> str:
         out = self.node("MatMul", [x, self.weight(f"{prefix}.weight")], f"{prefix}/MatMul")[0]
-        if config.bias:
+        if bias:
             out = self.node("Add", [out, self.weight(f"{prefix}.bias")], f"{prefix}/Add")[0]
         return out
 
@@ -134,12 +134,43 @@ def _norm(
     return normalized, summed
 
 
+def _per_head_norm(b: _Builder, x: str, prefix: str, heads: int, config: GPTConfig) -> str:
+    """RMSNorm over each head's features of a (B, S, heads * Dh) tensor."""
+    per_head = b.node("Reshape", [x, b.constant(f"{prefix}.heads", np.array([0, 0, heads, config.head_dim]))],
+                      f"{prefix}/Reshape")[0]  # fmt: skip
+    normalized = b.node("SimplifiedLayerNormalization", [per_head, b.weight(f"{prefix}.weight")], prefix,
+                        epsilon=config.norm_eps, axis=-1, stash_type=1)[0]  # fmt: skip
+    width = b.constant(f"{prefix}.width", np.array([0, 0, heads * config.head_dim]))
+    return b.node("Reshape", [normalized, width], f"{prefix}/Flatten")[0]
+
+
+def _query_key_value(b: _Builder, x: str, prefix: str, config: GPTConfig) -> list[str]:
+    """GroupQueryAttention's first three inputs: packed QKV from one MatMul, or, with per-head query and key norms,
+    the three tensors split and normalized."""
+    qkv = b.linear(x, f"{prefix}.c_attn", config.bias or config.qkv_bias)  # (B, S, (n_head + 2 n_kv) Dh)
+    if not config.qk_norm:
+        return [qkv, "", ""]
+    widths = np.array([config.n_head, config.kv_heads, config.kv_heads]) * config.head_dim
+    q, k, v = b.node("Split", [qkv, b.constant(f"{prefix}.qkv_widths", widths)], f"{prefix}/Split", outputs=3,
+                     axis=-1)  # fmt: skip
+    q = _per_head_norm(b, q, f"{prefix}.q_norm", config.n_head, config)
+    return [q, _per_head_norm(b, k, f"{prefix}.k_norm", config.kv_heads, config), v]
+
+
+def check_attention_shape(config: GPTConfig) -> None:
+    """Refuse head sizes ONNX Runtime's CPU GroupQueryAttention does not run (it checks them only when called)."""
+    multiple = 16 if config.positions == "rope" else 8
+    if config.head_dim % multiple:
+        raise ExportError(f"ONNX Runtime's GroupQueryAttention needs a head size that is a multiple of {multiple}"
+                          f"{' with rotary positions' if multiple == 16 else ''}; this model's is {config.head_dim}. "
+                          "Run the unfused graph (onnx-fp32) or fuse for --target tensorrt")  # fmt: skip
+
+
 def _attention(b: _Builder, x: str, layer: int, config: GPTConfig) -> str:
     prefix = f"h.{layer}.attn"
-    qkv = b.linear(x, f"{prefix}.c_attn", config)  # packed (B, S, (n_head + 2 n_kv) Dh): q, k, v heads in order
     rotary = {}
-    inputs = [qkv, "", "", past_names(config.n_layer)[2 * layer], past_names(config.n_layer)[2 * layer + 1],
-              SEQLENS_K, TOTAL_SEQUENCE_LENGTH]  # fmt: skip
+    inputs = [*_query_key_value(b, x, prefix, config), past_names(config.n_layer)[2 * layer],
+              past_names(config.n_layer)[2 * layer + 1], SEQLENS_K, TOTAL_SEQUENCE_LENGTH]  # fmt: skip
     if config.positions == "rope":
         inputs += ["cos_cache", "sin_cache"]
         rotary = {"do_rotary": 1, "rotary_interleaved": 0}
@@ -170,6 +201,7 @@ def _mlp(b: _Builder, x: str, layer: int, config: GPTConfig) -> str:
 
 def build_slot_graph(config: GPTConfig, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     """The slot graph of a model with this config and these parameters (as `read_weights` returns them)."""
+    check_attention_shape(config)
     b = _Builder(weights)
     x = b.node("Gather", [b.weight("wte.weight"), INPUT_IDS], "wte")[0]
     inputs = [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "sequence"])]

@@ -29,7 +29,7 @@ MODEL_VARIANTS = {
         n_kv_head=2,
         bias=False,
         qk_norm=True,
-        head_size=24,
+        head_size=32,
         tie_embeddings=False,
     ),
 }

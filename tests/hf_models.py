@@ -37,6 +37,8 @@ CASES = {
                                          intermediate_size=100, tie_word_embeddings=True, rope_theta=1e6)),
     "qwen3-wide-heads": ("qwen3", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24,
                                        intermediate_size=88)),
+    "qwen2-gqa-4-to-2": ("qwen2", dict(num_attention_heads=4, num_key_value_heads=2, intermediate_size=88)),
+    "qwen3-heads-32": ("qwen3", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=32, intermediate_size=88)),
     "phi3-5-heads": ("phi3", dict(hidden_size=80, num_attention_heads=5, num_key_value_heads=5,
                                   intermediate_size=120)),
 }  # fmt: skip

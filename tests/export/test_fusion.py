@@ -20,7 +20,7 @@ def exported(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("fusion")
     bundles = {}
     variants = {**MODEL_VARIANTS, "llama-mha": {**MODEL_VARIANTS["llama"], "n_kv_head": None}}
-    for variant in ("gpt2", "llama", "llama-mha"):
+    for variant in ("gpt2", "llama", "llama-mha", "qwen2", "qwen3"):
         save_checkpoint(root / variant, tiny_model(seed=3, **variants[variant]), tokenizer)
         bundles[variant] = export_bundle(root / variant, root / f"{variant}-bundle", tasks=False).bundle
     return bundles
@@ -47,7 +47,7 @@ def greedy_tokens(bundle, artifact: str) -> list[list[int]]:
     return [result.tokens for result in results]
 
 
-@pytest.mark.parametrize("variant", ["gpt2", "llama", "llama-mha"])
+@pytest.mark.parametrize("variant", ["gpt2", "llama", "llama-mha", "qwen2", "qwen3"])
 def test_the_onnxruntime_target_is_the_slot_graph_for_every_family(exported, tmp_path, variant):
     """One GroupQueryAttention per layer with the cache bound in and out, packed QKV, fused norms, nothing
     decomposed left; fp32 parity and the same greedy tokens as the exported graph."""
@@ -64,16 +64,35 @@ def test_the_onnxruntime_target_is_the_slot_graph_for_every_family(exported, tmp
     assert ops["com.microsoft::GroupQueryAttention"] == n_layer == len(nodes)
     for layer, node in enumerate(nodes):
         assert node.input[3] == f"past_key_values.{layer}.key" and node.output[1] == f"present.{layer}.key"
-        assert list(node.input[1:3]) == ["", ""]  # packed QKV: one MatMul feeds query, key and value
+        packed = not loaded.config.qk_norm  # one MatMul feeds query, key and value unless q and k are normalized
+        assert (list(node.input[1:3]) == ["", ""]) == packed
     skip = "SkipSimplifiedLayerNormalization" if variant != "gpt2" else "SkipLayerNormalization"
     assert ops[f"com.microsoft::{skip}"] == 2 * n_layer
     gated = variant != "gpt2"  # SwiGLU: gate and up are two MatMuls on halves of one weight
     assert ops["MatMul"] == (5 if gated else 4) * n_layer + 1  # per layer, and the LM head
     assert not {"Softmax", "Concat", "Pow", "ReduceMean", "Sqrt", "Tanh", "Expand"} & set(ops)
+    per_head_norms = 2 * n_layer if loaded.config.qk_norm else 0  # Qwen3 normalizes each head's query and key
+    assert ops.get("SimplifiedLayerNormalization", 0) == (0 if variant == "gpt2" else 1 + per_head_norms)
     with load_runtime(bundle, "onnxruntime", artifact=result.artifact.name) as runtime:
         assert runtime.info.batched_decode and SEQLENS_K in [i.name for i in runtime.session.get_inputs()]
     assert result.parity.max_rel_logit_diff <= 1e-4 and result.parity.batch_matches_single
     assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
+
+
+def test_head_sizes_onnxruntime_attention_cannot_run_are_refused_by_name(tokenizer, tmp_path):
+    from gptdeploy.checkpoint import save_checkpoint
+    from gptdeploy.errors import ExportError
+    from gptdeploy.export.fusion import optimize_bundle
+    from gptdeploy.export.pipeline import export_bundle
+    from tests.helpers import MODEL_VARIANTS, tiny_model
+
+    model = tiny_model(**{**MODEL_VARIANTS["qwen3"], "head_size": 24})
+    save_checkpoint(tmp_path / "checkpoint", model, tokenizer)
+    bundle = export_bundle(tmp_path / "checkpoint", tmp_path / "bundle", tasks=False).bundle
+    before = sorted(path.name for path in bundle.iterdir())
+    with pytest.raises(ExportError, match="multiple of 16 with rotary positions; this model's is 24"):
+        optimize_bundle(bundle, "onnxruntime")
+    assert sorted(path.name for path in bundle.iterdir()) == before
 
 
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
