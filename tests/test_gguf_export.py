@@ -60,7 +60,7 @@ def test_each_family_writes_llama_cpp_names_shapes_and_hyperparameters(tmp_path,
     assert ("attn_q.bias" in per_layer) == (variant == "qwen2") and ("attn_q_norm.weight" in per_layer) == (
         variant == "qwen3")  # fmt: skip
     if variant == "qwen3":  # heads wider than n_embd / n_head
-        assert fields["qwen3.attention.key_length"] == 24 and tensors["blk.0.attn_q.weight"][1] == (64, 4 * 24)
+        assert fields["qwen3.attention.key_length"] == 32 and tensors["blk.0.attn_q.weight"][1] == (64, 4 * 32)
 
 
 def test_f16_and_q8_0_quantize_the_matrices_and_keep_norms_in_f32(tmp_path, checkpoint_of):
@@ -228,26 +228,25 @@ def test_f32_gguf_computes_our_logits_and_greedy_tokens_in_llama_cpp(llama_cpp, 
 def trained(tmp_path_factory):
     """Tiny models trained briefly on the generated corpus (gptdeploy's own tokenizer): trained weights
     are what an accuracy budget means something on."""
+    from gptdeploy.corpus.world import generate_corpus
     from gptdeploy.stages import pretrain
     from gptdeploy.train import TrainConfig
-    from gptdeploy.world import generate_corpus
 
     root = tmp_path_factory.mktemp("gguf-trained")
-    corpus = root / "corpus.txt"
-    corpus.write_text(generate_corpus(seed=3, target_bytes=120_000).text, encoding="utf-8")
+    documents = generate_corpus(seed=3, target_bytes=120_000).documents
     run = TrainConfig(max_steps=150, batch_size=8, warmup_steps=10, eval_interval=150, eval_batches=2,
                       checkpoint_interval=150, log_interval=50)  # fmt: skip
     for variant in ("gpt2", "llama"):
-        pretrain(root / variant, "tiny", [corpus], run, MODEL_VARIANTS[variant], progress=False)
+        pretrain(root / variant, "tiny", documents, run, MODEL_VARIANTS[variant], progress=False)
     return root
 
 
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
 def test_q8_0_stays_within_the_int8_budget(llama_cpp, trained, tmp_path, variant):
     from gptdeploy.checkpoint import load_checkpoint
+    from gptdeploy.corpus.world import generate_corpus
     from gptdeploy.gguf_export import export_gguf
     from gptdeploy.parity import TOLERANCES, _softmax
-    from gptdeploy.world import generate_corpus
 
     loaded = load_checkpoint(trained / variant)
     budget = TOLERANCES["int8"]
@@ -297,9 +296,9 @@ def test_llama_cpp_tokenizes_and_detokenizes_text_exactly_as_we_do(llama_cpp, tr
     BPE ("gpt-2") and the Qwen2 and Llama 3 split patterns. llama.cpp matches special-token text only when asked to
     parse specials, as ours always does."""
     from gptdeploy.checkpoint import load_checkpoint
+    from gptdeploy.corpus.world import generate_corpus
     from gptdeploy.gguf_export import export_gguf
     from gptdeploy.gguf_vocab import LLAMA3_PATTERN, QWEN2_PATTERN
-    from gptdeploy.world import generate_corpus
 
     texts = TEXTS + generate_corpus(seed=5, target_bytes=20_000).text.split("\n\n")
     qwen2 = split_bpe_checkpoint(tmp_path / "qwen2", QWEN2_PATTERN, False, texts[10:])
