@@ -21,6 +21,7 @@ from gptdeploy.bundle import load_bundle
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import ExportError
 from gptdeploy.export.pipeline import Stage, StageResult, add_stage
+from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def fusion_stage(target: str, config: GPTConfig) -> Stage:
     return Stage(TARGETS[target], "onnx", "fp32", transform, recipe, marker_ops=ATTENTION_OPS[target])
 
 
+@checked_arguments(ExportError)
 def optimize_bundle(
     bundle: str | Path, target: str = "onnxruntime", source: str = "onnx-fp32", force: bool = False,
     tasks: bool | None = None,

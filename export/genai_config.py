@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gptdeploy.bundle import load_bundle, rehash_shared_files
+from gptdeploy.bundle import load_bundle
+from gptdeploy.bundle_write import rehash_shared_files
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import ExportError
 from gptdeploy.fileio import atomic_write_json

@@ -5,22 +5,22 @@ TensorRT engine build) and what the result is called. `add_stage` does the rest 
 check the source artifact, refuse to replace an artifact without `force`, run the transform in a work folder inside
 the bundle, judge the result on a runtime opened through `open_artifact` (parity against the golden references, and
 held-out task accuracy when the bundle records PyTorch's) with the guardrail keeping layers in fp32 when a quantized
-candidate misses its budget, then hash the files and register the artifact. A failure or interruption leaves the
-bundle as it was.
+candidate misses its budget, then hash the files and register the artifact. It holds the bundle's writer lock
+throughout. A failure or interruption leaves the bundle as it was; a replaced artifact stays valid until the
+manifest names its successor (`gptdeploy.bundle.install_artifact`).
 
 `export_bundle` starts a bundle from a checkpoint: the tokenizer, golden references and the reference accuracy, then
-the exported graph as its first stage.
+the exported graph as its first stage, all built in a hidden folder next to the bundle that then takes its place in
+one atomic swap (`gptdeploy.fileio.replace_folder`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,22 +31,22 @@ from gptdeploy.bundle import (
     ArtifactDetails,
     Bundle,
     Guardrail,
-    add_artifact,
-    artifact_folder,
-    folder_files,
     load_bundle,
-    staged_folder,
     write_manifest,
 )
+from gptdeploy.bundle_write import WORK_PREFIX, install_artifact, staged_folder, writing
 from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example, generate_tasks
-from gptdeploy.errors import ExportError
+from gptdeploy.errors import ExportError, GptDeployError
 from gptdeploy.evaluate import exact_match
 from gptdeploy.export.guardrail import Step, failure_message, search
 from gptdeploy.export.op_counts import count_ops
+from gptdeploy.fileio import crash_point, folder_lock, replace_folder, staging_folder
 from gptdeploy.golden import Golden, compute_golden, golden_prompts, load_golden, save_golden
 from gptdeploy.graph_contract import DEFAULT_OPSET, ENGINE_FILE, GRAPH_FILE
 from gptdeploy.parity import TOLERANCES, Tolerance, check_parity
+from gptdeploy.paths import check_name
 from gptdeploy.runtimes.base import open_artifact
+from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,6 @@ class Stage:
     marker_ops: tuple[str, ...] = ()  # a result holds at least one of these ops, else the transform did nothing
     device: str | None = None  # where the result is judged (None: its backend's default)
     label: str = ""  # how messages name it, e.g. "int8 (dynamic)"; default: the artifact name
-
-    @property
-    def folder(self) -> str:
-        return artifact_folder(self.kind, self.name)
 
     @property
     def file(self) -> str:
@@ -139,47 +135,67 @@ def add_stage(
     (gptdeploy.parity.TOLERANCES). Raises ExportError, leaving the bundle unchanged, when the request is bad or
     nothing meets the budget.
     """
-    bundle = load_bundle(bundle_dir)
-    origin = _source_artifact(bundle, stage, source)
-    _refuse_replacing(bundle, stage, origin, force)
-    if tasks is None:
-        tasks = bundle.reference_accuracy is not None
-    judge = Judge(bundle, stage, tolerance or TOLERANCES[stage.precision], task_examples(tasks, heldout))
-    started = time.perf_counter()
-    source_file = bundle.file(origin.path) if origin is not None else None
-    logger.info("making %s from %s", stage.name, origin.name if origin is not None else "the checkpoint")
-    with (
-        staged_folder(bundle.path, stage.folder) as staging,
-        tempfile.TemporaryDirectory(dir=bundle.path, prefix=".work-") as work,
-    ):
-        found = search(stage, source_file, Path(work), stage.file, judge)
-        if not found.steps[-1]:
-            raise ExportError(failure_message(stage.label or stage.name, found.steps))
-        counts = _op_counts(found.file) if stage.kind == "onnx" else {}
-        for path in found.file.parent.iterdir():
-            path.replace(staging / path.name)
-    files = folder_files(bundle.path, stage.folder)
+    check_name(stage.name, ExportError)
+    with writing(bundle_dir):
+        bundle = load_bundle(bundle_dir)
+        origin = _source_artifact(bundle, stage, source)
+        _refuse_replacing(bundle, stage, origin, force)
+        if tasks is None:
+            tasks = bundle.reference_accuracy is not None
+        judge = Judge(bundle, stage, tolerance or TOLERANCES[stage.precision], task_examples(tasks, heldout))
+        started = time.perf_counter()
+        source_file = bundle.file(origin.path) if origin is not None else None
+        logger.info("making %s from %s", stage.name, origin.name if origin is not None else "the checkpoint")
+        with staged_folder(bundle.path) as staging:
+            with tempfile.TemporaryDirectory(dir=bundle.path, prefix=WORK_PREFIX) as work:
+                found = _search(stage, source_file, Path(work), judge)
+                if not found.steps[-1]:
+                    raise ExportError(failure_message(stage.label or stage.name, found.steps))
+                for path in found.file.parent.iterdir():
+                    path.replace(staging / path.name)
+                crash_point(f"staged {stage.name}")
+            artifact = _describe(stage, origin, staging, found, judge, time.perf_counter() - started)
+            artifact = install_artifact(bundle.path, staging, artifact, replace_existing=force)
+    final = found.steps[-1]
+    kept = f", {', '.join(final.kept_fp32)} kept in fp32" if final.kept_fp32 else ""
+    logger.info("added %s: %s, %.2f MB%s", stage.name, final.summary(), artifact.details.size_bytes / 1e6, kept)
+    return StageResult(bundle.path, artifact, found.steps)
+
+
+def _search(stage: Stage, source_file: Path | None, work: Path, judge: Judge):
+    """The guardrail's search, with failures of the libraries the transform uses (onnx, onnx_ir, onnxscript, ONNX
+    Runtime's quantizers, TensorRT) reported as what they are: this stage could not transform this source."""
+    try:
+        return search(stage, source_file, work, stage.file, judge)
+    except GptDeployError:
+        raise
+    except Exception as error:  # a foreign library failing on the graph it was given
+        what = source_file.name if source_file is not None else "the checkpoint"
+        message = f"{type(error).__name__}: {error}".replace("\n", " ")[:500]
+        raise ExportError(f"{stage.label or stage.name} could not be made from {what} ({message}); the source is not "
+                          "a graph gptdeploy exported: re-export the bundle") from error  # fmt: skip
+
+
+def _describe(stage: Stage, origin: Artifact | None, staging: Path, found, judge: Judge, seconds: float) -> Artifact:
+    """The artifact as the manifest will record it, its files still in the staging folder."""
     final = found.steps[-1]
     guardrail = None
     if stage.sweep is not None:
         guardrail = Guardrail(asdict(judge.tolerance), final.kept_fp32, found.sensitivity,
                               [step.to_dict() for step in found.steps])  # fmt: skip
+    onnx_graph = staging / stage.file if stage.kind == "onnx" else None
     details = ArtifactDetails(
         source=origin.name if origin is not None else stage.recipe["checkpoint"],
         recipe={**stage.recipe, **found.report},
         parity=final.parity.to_dict(),
         task_accuracy=final.accuracy,
         guardrail=guardrail,
-        op_counts=counts,
-        size_bytes=sum(bundle.file(name).stat().st_size for name in files),
-        seconds=round(time.perf_counter() - started, 1),
+        op_counts=_op_counts(onnx_graph) if onnx_graph is not None else {},
+        size_bytes=sum(path.stat().st_size for path in staging.rglob("*") if path.is_file()),
+        seconds=round(seconds, 1),
     )
-    opset = _graph_opset(bundle.file(f"{stage.folder}/{stage.file}")) if stage.kind == "onnx" else None
-    artifact = Artifact(stage.name, stage.kind, stage.precision, f"{stage.folder}/{stage.file}", files, opset, details)
-    add_artifact(bundle.path, artifact, replace_existing=force)
-    kept = f", {', '.join(final.kept_fp32)} kept in fp32" if final.kept_fp32 else ""
-    logger.info("added %s: %s, %.2f MB%s", stage.name, final.summary(), details.size_bytes / 1e6, kept)
-    return StageResult(bundle.path, artifact, found.steps)
+    opset = _graph_opset(onnx_graph) if onnx_graph is not None else None
+    return Artifact(stage.name, stage.kind, stage.precision, stage.file, {}, opset, details)
 
 
 def _source_artifact(bundle: Bundle, stage: Stage, source: str | None) -> Artifact | None:
@@ -200,9 +216,6 @@ def _refuse_replacing(bundle: Bundle, stage: Stage, origin: Artifact | None, for
     if any(artifact.name == stage.name for artifact in bundle.artifacts) and not force:
         raise ExportError(f"{bundle.path} already has an artifact {stage.name!r}; pass --force to replace it or "
                           "choose another name")  # fmt: skip
-    for artifact in bundle.artifacts:
-        if artifact.name != stage.name and any(file.startswith(f"{stage.folder}/") for file in artifact.files):
-            raise ExportError(f"folder {stage.folder}/ belongs to artifact {artifact.name!r}; choose another name")
 
 
 def _op_counts(file: Path) -> dict[str, int]:
@@ -248,6 +261,7 @@ def export_stage(model, checkpoint: str, opset: int = DEFAULT_OPSET) -> Stage:
     return Stage("onnx-fp32", "onnx", "fp32", export, {"checkpoint": checkpoint, "opset": opset}, source_kind=None)
 
 
+@checked_arguments(ExportError)
 def export_bundle(
     checkpoint: str | Path,
     bundle: str | Path,
@@ -262,24 +276,21 @@ def export_bundle(
     With `tasks` (None: when the checkpoint was tuned on the shipped tasks), PyTorch's exact match on `heldout`
     (default: the shipped held-out set) is recorded as the reference every artifact is held to, and the exported
     graph must reach it exactly. The golden references continue `prompts` (default: `golden_prompts` of the shipped
-    held-out set and corpus).
+    held-out set and corpus). With `force`, an existing bundle is replaced only once the new one is complete.
     """
     from gptdeploy.checkpoint import load_checkpoint
     from gptdeploy.export.genai_config import write_bundle_genai_config
     from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
     bundle = Path(bundle)
-    if bundle.exists() and not force:
-        raise ExportError(f"{bundle} already exists; pass --force to replace it or choose another -o")
+    _check_target(Path(checkpoint), bundle, force)
     loaded = load_checkpoint(checkpoint)
     heldout = task_examples(loaded.info.get("tasks") == SHIPPED_TASKS if tasks is None else tasks, heldout)
     if prompts is None:
         from gptdeploy.corpus.world import generate_corpus
 
         prompts = golden_prompts(heldout or generate_tasks()[1], generate_corpus().documents)
-    staging = bundle.parent / f".{bundle.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with folder_lock(bundle, ExportError) if bundle.exists() else nullcontext(), staging_folder(bundle) as staging:
         loaded.tokenizer.save(staging)
         logger.info("computing golden references with the PyTorch reference")
         with TorchRuntime(loaded.model, loaded.tokenizer) as reference:
@@ -290,9 +301,22 @@ def export_bundle(
         stage = export_stage(loaded.model, str(loaded.path), opset)
         result = add_stage(staging, stage, None, tasks=heldout is not None, heldout=heldout)
         write_bundle_genai_config(staging, result.artifact.name)
-        if bundle.exists():
-            shutil.rmtree(bundle)
-        os.replace(staging, bundle)
-        return StageResult(bundle, result.artifact, result.steps)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if bundle.exists() and not force:
+            raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
+        try:
+            replace_folder(staging, bundle)
+        except FileExistsError as error:
+            raise ExportError(f"{bundle} was created while this export ran; export again with --force") from error
+    return StageResult(bundle, result.artifact, result.steps)
+
+
+def _check_target(checkpoint: Path, bundle: Path, force: bool) -> None:
+    """Refuse to replace a bundle without `force`, or ever to replace a folder that holds the checkpoint."""
+    if bundle.exists() and not force:
+        raise ExportError(f"{bundle} already exists; pass --force to replace it or choose another -o")
+    if bundle.exists() and not bundle.is_dir():
+        raise ExportError(f"{bundle} is a file, not a bundle folder; choose another -o")
+    resolved = bundle.resolve()
+    if resolved == checkpoint.resolve() or resolved in checkpoint.resolve().parents:
+        raise ExportError(f"-o {bundle} holds the checkpoint {checkpoint}; replacing it would delete the checkpoint: "
+                          "choose another -o")  # fmt: skip

@@ -27,6 +27,7 @@ from gptdeploy.errors import ExportError
 from gptdeploy.export.pipeline import Stage, StageResult, Sweep, add_stage
 from gptdeploy.parity import Tolerance
 from gptdeploy.tokenizer import Tokenizer
+from gptdeploy.validation import checked_arguments
 
 CALIBRATION_SAMPLES = 64  # documents the static int8 ranges are calibrated on
 CALIBRATION_TOKENS = 128  # at most this many tokens of each
@@ -110,6 +111,7 @@ def calibration_texts(documents: Sequence[str], samples: int = CALIBRATION_SAMPL
     return sample_training_documents(documents, samples)
 
 
+@checked_arguments(ExportError)
 def quantize_bundle(
     bundle: str | Path,
     precision: str,

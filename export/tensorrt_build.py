@@ -25,6 +25,7 @@ from gptdeploy.errors import BackendError, ConfigError, ExportError
 from gptdeploy.export.pipeline import Stage, StageResult, add_stage
 from gptdeploy.fileio import atomic_write
 from gptdeploy.graph_contract import TOKEN_INPUTS, input_names, past_names
+from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def _attach_timing_cache(config, path: Path) -> None:
         logger.info("reusing the timing cache %s (%d bytes)", path, len(data))
 
 
+@checked_arguments(ExportError)
 def build_engine(
     bundle: str | Path,
     source: str | None = None,

@@ -3,26 +3,26 @@
 `manifest.json` lists the model config, the graph IO names, every artifact with the sha256 of each of its files,
 the tool versions, and the parity results measured at export time. It is written last and atomically, and carries
 a checksum of its own content, so loading can refuse a bundle that is incomplete, corrupt, truncated or edited.
+Every path it names is checked to stay inside the bundle before anything is opened (`gptdeploy.paths`), and every
+field is checked to be of the type gptdeploy writes. Adding artifacts is `gptdeploy.bundle_write`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
 
 from gptdeploy import __version__
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BundleError, ConfigError
 from gptdeploy.fileio import atomic_write_json, read_format_json
 from gptdeploy.graph_contract import input_names, output_names
+from gptdeploy.paths import check_name, external_data_files, inside
 from gptdeploy.tokenizer import TOKENIZER_FILE
+from gptdeploy.validation import check_field_types, checked_arguments, matches
 
 FORMAT = "gptdeploy-bundle"
 FORMAT_VERSION = 2  # 2: typed artifact details, the reference accuracy at the top, decoder-fp32/ for the export
@@ -32,6 +32,10 @@ GOLDEN_FILE = "golden.npz"
 # Hugging Face tools (and onnxruntime-genai's tokenizer) read next to tokenizer.json.
 OPTIONAL_FILES = ("genai_config.json", "tokenizer_config.json")
 REEXPORT = "re-export it with `gptdeploy export CHECKPOINT -o BUNDLE`"
+# What readers of a recorded parity report rely on (the numbers `gptdeploy inspect` shows and the verdict)
+PARITY_FIELDS = {"precision": str, "passed": bool, "failures": list[str], "max_abs_logit_diff": float,
+                 "max_rel_logit_diff": float, "mean_kl": float, "top1_agreement": float, "greedy_identical": int,
+                 "prompts": int}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class Guardrail:
     kept_fp32: list[str]  # layers left unquantized
     sensitivity: dict[str, float]  # layer -> mean KL with only that layer quantized (measured only on a miss)
     steps: list[dict]  # each candidate: layers kept, parity numbers, task accuracy, verdict
+
+    def __post_init__(self) -> None:
+        check_field_types(self, BundleError, "manifest guardrail")
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,17 @@ class ArtifactDetails:
     size_bytes: int = 0  # all of its files
     seconds: float = 0.0  # how long the stage took, parity included
 
+    def __post_init__(self) -> None:
+        check_field_types(self, BundleError, "manifest artifact details")
+        wrong = [key for key, kind in PARITY_FIELDS.items() if not matches(self.parity.get(key), kind)]
+        if wrong or not matches(self.recipe.get("fusions", {}), dict[str, int]):
+            raise BundleError(f"manifest artifact details: parity or recipe has a missing or mistyped "
+                              f"{', '.join(wrong) or 'fusions'}")  # fmt: skip
+
     @classmethod
     def from_dict(cls, data: dict) -> ArtifactDetails:
         guardrail = data.get("guardrail")
-        return cls(**{**data, "guardrail": Guardrail(**guardrail) if guardrail is not None else None})
+        return cls(**{**data, "guardrail": Guardrail(**guardrail) if isinstance(guardrail, dict) else guardrail})
 
 
 @dataclass(frozen=True)
@@ -73,10 +87,23 @@ class Artifact:
     opset: int | None = None
     details: ArtifactDetails | None = None  # None only while a stage is still judging it
 
+    def __post_init__(self) -> None:
+        check_field_types(self, BundleError, "manifest artifact")
+        check_name(self.name, BundleError)
+        if self.kind not in FOLDER_PREFIX:
+            raise BundleError(
+                f"artifact {self.name!r} is of kind {self.kind!r}; gptdeploy knows {', '.join(FOLDER_PREFIX)}"
+            )
+
+    @property
+    def folder(self) -> str:
+        """The folder of the bundle that holds all of its files."""
+        return PurePosixPath(self.path).parts[0]
+
     @classmethod
     def from_dict(cls, data: dict) -> Artifact:
         details = data.get("details")
-        return cls(**{**data, "details": ArtifactDetails.from_dict(details) if details is not None else None})
+        return cls(**{**data, "details": ArtifactDetails.from_dict(details) if isinstance(details, dict) else details})
 
 
 @dataclass(frozen=True)
@@ -106,7 +133,8 @@ class Bundle:
         return chosen
 
     def file(self, relative: str) -> Path:
-        return self.path / relative
+        """A file of the bundle; `relative` must stay inside it."""
+        return inside(self.path, relative, BundleError, "path", REEXPORT)
 
     @property
     def reference_accuracy(self) -> float | None:
@@ -152,7 +180,7 @@ def write_manifest(bundle_dir: Path, config: GPTConfig, tools: dict, reference: 
         "files": shared_files(bundle_dir),
         "artifacts": [],
     }
-    return _write(bundle_dir, manifest)
+    return write_manifest_dict(bundle_dir, manifest)
 
 
 def shared_files(bundle_dir: Path) -> dict[str, str]:
@@ -161,60 +189,12 @@ def shared_files(bundle_dir: Path) -> dict[str, str]:
     return {name: sha256_file(bundle_dir / name) for name in (TOKENIZER_FILE, GOLDEN_FILE, *present)}
 
 
-def rehash_shared_files(bundle_dir: str | Path) -> Bundle:
-    """Record the shared files again after one was rewritten on purpose (e.g. genai_config.json re-pointed)."""
-    bundle = load_bundle(bundle_dir, verify=False)
-    manifest = {key: value for key, value in bundle.manifest.items() if key != "checksum"}
-    manifest["files"] = shared_files(bundle.path)
-    _write(bundle.path, manifest)
-    return replace(bundle, manifest=manifest)
-
-
-def _write(bundle_dir: Path, manifest: dict) -> Path:
+def write_manifest_dict(bundle_dir: Path, manifest: dict) -> Path:
     manifest = {**manifest, "checksum": _checksum(manifest)}
     return atomic_write_json(bundle_dir / MANIFEST_FILE, manifest)
 
 
-@contextmanager
-def staged_folder(bundle_dir: str | Path, folder: str) -> Iterator[Path]:
-    """An empty folder inside the bundle that becomes `bundle_dir/folder` only if the block succeeds.
-
-    Artifacts added to an existing bundle are written here, so an error or interruption leaves the bundle as it was.
-    """
-    bundle_dir = Path(bundle_dir)
-    final = bundle_dir / folder
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def folder_files(bundle_dir: str | Path, folder: str) -> dict[str, str]:
-    """{path relative to the bundle: sha256} for every file under `bundle_dir/folder`: an artifact's `files`."""
-    bundle_dir = Path(bundle_dir)
-    paths = sorted(path for path in (bundle_dir / folder).rglob("*") if path.is_file())
-    return {path.relative_to(bundle_dir).as_posix(): sha256_file(path) for path in paths}
-
-
-def add_artifact(bundle_dir: str | Path, artifact: Artifact, replace_existing: bool = False) -> Bundle:
-    """Register an artifact whose files are already in the bundle, rewriting the manifest atomically."""
-    bundle = load_bundle(bundle_dir, verify=False)
-    names = [existing.name for existing in bundle.artifacts]
-    if artifact.name in names and not replace_existing:
-        raise BundleError(f"{bundle.path} already has an artifact {artifact.name!r}; pass --force to replace it")
-    for name, digest in artifact.files.items():
-        verify_file(bundle.path, name, digest)
-    artifacts = [existing for existing in bundle.artifacts if existing.name != artifact.name] + [artifact]
-    manifest = {key: value for key, value in bundle.manifest.items() if key != "checksum"}
-    manifest["artifacts"] = [asdict(entry) for entry in artifacts]
-    _write(bundle.path, manifest)
-    return replace(bundle, manifest=manifest, artifacts=artifacts)
+# --- reading: everything checked before anything is opened --------------------------------------------------------
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:
@@ -223,6 +203,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     path = bundle_dir / MANIFEST_FILE
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle folder {bundle_dir} does not exist")
+    inside(bundle_dir, MANIFEST_FILE, BundleError, "manifest", REEXPORT)
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a bundle (no {MANIFEST_FILE}; an export may have been cut short); "
                           f"{REEXPORT}")  # fmt: skip
@@ -235,26 +216,96 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     return manifest
 
 
+@checked_arguments(BundleError)
 def load_bundle(bundle_dir: str | Path, verify: bool = True) -> Bundle:
-    """Open a bundle; with `verify`, every file must exist and match its sha256."""
+    """Open a bundle: every field of the manifest checked, every path it names confined to the bundle; with `verify`,
+    every file must also exist and match its sha256, and every graph's external data must be among its files."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
+    for name in manifest.get("files") if isinstance(manifest.get("files"), dict) else ():
+        inside(bundle_dir, name, BundleError, "shared file", REEXPORT)  # named before anything else is said of it
     try:
+        wrong = [key for key, kind in MANIFEST_FIELDS.items() if not matches(manifest.get(key), kind)]
+        if wrong:
+            raise BundleError(f"{', '.join(wrong)} missing or of the wrong type")
         config = GPTConfig.from_dict(manifest["model"])
         artifacts = [Artifact.from_dict(entry) for entry in manifest["artifacts"]]
-    except (KeyError, TypeError, ConfigError) as error:
+        _check_top_level(manifest, config)
+        parsed = json.dumps([asdict(artifact) for artifact in artifacts], sort_keys=True)
+        if json.dumps(manifest["artifacts"], sort_keys=True) != parsed:
+            raise BundleError("an artifact lacks a field gptdeploy writes")
+    except (TypeError, ConfigError, BundleError) as error:  # TypeError: a field Artifact(...) does not take
         raise BundleError(f"{bundle_dir / MANIFEST_FILE} is malformed ({error}); {REEXPORT}") from error
+    check_artifacts(bundle_dir, artifacts)
     if verify:
         expected = dict(manifest["files"])
         for artifact in artifacts:
             expected.update(artifact.files)
         for name, digest in expected.items():
             verify_file(bundle_dir, name, digest)
+        for artifact in artifacts:
+            _check_external_data(bundle_dir, artifact)
     return Bundle(path=bundle_dir, config=config, manifest=manifest, artifacts=artifacts)
 
 
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MANIFEST_FIELDS = {"gptdeploy_version": str, "tools": dict, "model": dict, "io": dict[str, list[str]],
+                   "reference": dict, "files": dict[str, str], "artifacts": list[dict]}  # fmt: skip
+
+
+def _check_top_level(manifest: dict, config: GPTConfig) -> None:
+    """The manifest's own fields, of the types gptdeploy wrote (a re-checksummed edit must not crash a reader)."""
+    files, reference, io = manifest["files"], manifest["reference"], manifest["io"]
+    if not all(SHA256.fullmatch(digest) for digest in files.values()):
+        raise BundleError("files must map names to sha256 digests")
+    if not set(files) <= {TOKENIZER_FILE, GOLDEN_FILE, *OPTIONAL_FILES} or not {TOKENIZER_FILE, GOLDEN_FILE} <= set(
+        files
+    ):
+        raise BundleError(f"files must list {TOKENIZER_FILE}, {GOLDEN_FILE} and optionally {', '.join(OPTIONAL_FILES)}")
+    accuracy = reference.get("task_accuracy")
+    if not isinstance(reference.get("checkpoint"), str) or not (accuracy is None or matches(accuracy, float)):
+        raise BundleError("reference must name a checkpoint and a task accuracy in [0, 1] or null")
+    if accuracy is not None and not 0 <= accuracy <= 1:
+        raise BundleError("reference must name a checkpoint and a task accuracy in [0, 1] or null")
+    if manifest["model"] != config.to_dict():
+        raise BundleError("model must list every model config field")
+    if io != {"inputs": input_names(config.n_layer), "outputs": output_names(config.n_layer)}:
+        raise BundleError(f"io does not list gptdeploy's graph inputs and outputs for {config.n_layer} layers")
+
+
+def check_artifacts(bundle_dir: Path, artifacts: list[Artifact]) -> None:
+    """Names unique; each artifact's files in a folder of its own inside the bundle, its path among them."""
+    folders: dict[str, str] = {}
+    for artifact in artifacts:
+        where = f"artifact {artifact.name!r}"
+        if artifact.path not in artifact.files or len(PurePosixPath(artifact.path).parts) < 2:
+            raise BundleError(f"{bundle_dir / MANIFEST_FILE}: {where} path {artifact.path!r} is not one of its files "
+                              f"in a folder of its own; {REEXPORT}")  # fmt: skip
+        for name, digest in artifact.files.items():
+            inside(bundle_dir, name, BundleError, f"{where} file", REEXPORT)
+            if PurePosixPath(name).parts[0] != artifact.folder or not SHA256.fullmatch(digest):
+                raise BundleError(f"{bundle_dir / MANIFEST_FILE}: {where} lists {name!r} outside its folder "
+                                  f"{artifact.folder}/ or without a sha256; {REEXPORT}")  # fmt: skip
+        other = folders.setdefault(artifact.folder, artifact.name)
+        if other != artifact.name or artifact.folder.startswith("."):
+            raise BundleError(f"{bundle_dir / MANIFEST_FILE}: {where} cannot use folder {artifact.folder}/ (it is "
+                              f"hidden, or artifact {other!r} uses it too); {REEXPORT}")  # fmt: skip
+
+
+def _check_external_data(bundle_dir: Path, artifact: Artifact) -> None:
+    """An ONNX graph may read weights only from files of its own artifact (hashed, inside the bundle)."""
+    if artifact.kind != "onnx":
+        return
+    graph = bundle_dir / artifact.path
+    for location in external_data_files(graph, BundleError, REEXPORT):
+        name = (PurePosixPath(artifact.path).parent / location).as_posix()
+        if name not in artifact.files:
+            raise BundleError(f"{graph} reads weights from {location}, which is not one of artifact "
+                              f"{artifact.name!r}'s files; {REEXPORT}")  # fmt: skip
+
+
 def verify_file(bundle_dir: Path, name: str, digest: str) -> None:
-    path = bundle_dir / name
+    path = inside(bundle_dir, name, BundleError, "file", REEXPORT)
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is incomplete: {name} is missing; {REEXPORT}")
     if sha256_file(path) != digest:

@@ -54,6 +54,9 @@ class GPTConfig:
             (not (self.qkv_bias and self.bias), "qkv_bias adds q/k/v biases to a model without biases; with "
                                                    "bias=True every linear layer has one already"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 < self.norm_eps < 1, f"norm_eps must be in (0, 1), got {self.norm_eps}"),
+            (0 < self.rope_theta < math.inf, f"rope_theta must be positive and finite, got {self.rope_theta}"),
+            (self.mlp_hidden is None or self.mlp_hidden > 0, f"mlp_hidden must be positive, got {self.mlp_hidden}"),
         ], ConfigError)  # fmt: skip
 
     @property
@@ -71,6 +74,32 @@ class GPTConfig:
         if self.mlp == "swiglu":
             return 64 * math.ceil(8 * self.n_embd / 3 / 64)
         return 4 * self.n_embd
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the model this config describes, counted without building it (a tied head counts once)."""
+        C, bias = self.n_embd, self.bias
+        norm = C * (2 if bias and self.norm == "layernorm" else 1)
+        qkv = (self.n_head + 2 * self.kv_heads) * self.head_dim
+        fc = (2 if self.mlp == "swiglu" else 1) * self.hidden_size
+        attention_width = self.n_head * self.head_dim
+        linear = C * qkv + attention_width * C + C * fc + self.hidden_size * C + (C + fc + C if bias else 0)
+        linear += qkv if bias or self.qkv_bias else 0
+        linear += 2 * self.head_dim if self.qk_norm else 0
+        positions = self.block_size * C if self.positions == "learned" else 0
+        head = 0 if self.tie_embeddings else self.vocab_size * C
+        return self.vocab_size * C + positions + self.n_layer * (2 * norm + linear) + norm + head
+
+    def kv_cache_bytes(self, batch_size: int, bytes_per_value: int = 4) -> int:
+        """A KV cache holding `batch_size` sequences of the full context."""
+        return 2 * self.n_layer * batch_size * self.kv_heads * self.block_size * self.head_dim * bytes_per_value
+
+    def training_bytes(self, batch_size: int) -> int:
+        """A rough floor for training in fp32: weights, gradients and AdamW's two moments, plus the activations of one
+        micro-batch (per layer: about 16 widths, the MLP and the attention matrix per token; then the logits)."""
+        T = self.block_size
+        per_token = self.n_layer * (16 * self.n_embd + 2 * self.hidden_size + 2 * self.n_head * T) + 2 * self.vocab_size
+        return 4 * (4 * self.num_parameters + batch_size * T * per_token)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -87,12 +87,12 @@ def run_demo(out_dir: str | Path, plan: DemoPlan = FULL, fresh: bool = False) ->
     status = stage_status(pretrain_dir, plan.preset)
     logger.info("[2/7] pretraining the '%s' model (%s)", plan.preset, status)
     if status != "done":
-        pretrain(pretrain_dir, plan.preset, corpus.documents, plan.pretrain, resume=status == "resume")
+        pretrain(pretrain_dir, plan.preset, corpus.documents, plan.pretrain, resume=status == "resume", force=True)
     finetune_status = stage_status(finetune_dir, plan.preset)
     logger.info("[3/7] fine-tuning on %s task examples (%s)", f"{len(train_examples):,}", finetune_status)
     if finetune_status != "done":
         finetune(pretrain_dir, finetune_dir, (train_examples, heldout), plan.finetune,
-                 resume=finetune_status == "resume")  # fmt: skip
+                 resume=finetune_status == "resume", force=True)  # fmt: skip
 
     logger.info("[4/7] evaluating on %d held-out examples", len(heldout))
     with load_runtime(finetune_dir, backend="torch") as runtime:

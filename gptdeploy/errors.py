@@ -1,6 +1,8 @@
 """One error hierarchy: every failure a user can cause is a `GptDeployError` with a one-line message.
 
-The CLI turns these into `Error: ...` and a non-zero exit; anything else is a bug and keeps its traceback.
+The CLI turns these into `Error: ...` and a non-zero exit. Foreign exceptions (ONNX Runtime, onnx, tokenizers, torch,
+numpy) raised while handling user input are translated into these where they happen; anything else is a bug, which
+the CLI reports in one line too (its traceback with `gptdeploy --debug`).
 """
 
 
@@ -30,6 +32,10 @@ class TrainingError(GptDeployError):
 
 class GenerationError(GptDeployError):
     """A generation request is invalid: bad sampling parameters, an empty prompt, a prompt too long."""
+
+
+class NonFiniteLogitsError(GenerationError):
+    """A model produced NaN or inf logits: broken weights, or a precision that overflows."""
 
 
 class ContextOverflowError(GenerationError):

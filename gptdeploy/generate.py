@@ -11,6 +11,7 @@ from typing import overload
 from gptdeploy.engine import DEFAULTS, Engine, FinishReason, GenerationConfig, GenerationResult
 from gptdeploy.errors import GenerationError
 from gptdeploy.runtimes.base import Runtime
+from gptdeploy.validation import checked_arguments
 
 __all__ = ["FinishReason", "GenerationConfig", "GenerationResult", "generate", "stream"]
 
@@ -19,7 +20,8 @@ __all__ = ["FinishReason", "GenerationConfig", "GenerationResult", "generate", "
 def generate(runtime: Runtime, prompts: str, config: GenerationConfig = ...) -> GenerationResult: ...
 @overload
 def generate(runtime: Runtime, prompts: Sequence[str], config: GenerationConfig = ...) -> list[GenerationResult]: ...
-def generate(runtime, prompts, config=DEFAULTS):
+@checked_arguments(GenerationError)
+def generate(runtime: Runtime, prompts: str | Sequence[str], config: GenerationConfig = DEFAULTS):
     """Complete one prompt (returns one result) or several (a list, in order). Prompts run together as the
     runtime's slots allow; more than its slots take the next free one. Prompt i samples with the seed (seed, i),
     so a prompt gets the same tokens in any batch."""
@@ -33,6 +35,7 @@ def generate(runtime, prompts, config=DEFAULTS):
     return [request.result() for request in requests]
 
 
+@checked_arguments(GenerationError)
 def stream(runtime: Runtime, prompt: str, config: GenerationConfig = DEFAULTS) -> Iterator[str]:
     """Yield the completion of one prompt as text pieces as soon as they are final; joined, they equal
     `generate(runtime, prompt, config).text`. A piece never ends inside a multi-byte character."""

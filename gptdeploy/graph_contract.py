@@ -58,6 +58,13 @@ def input_names(n_layer: int) -> list[str]:
     return [*TOKEN_INPUTS, *past_names(n_layer)]
 
 
+def slot_input_names(n_layer: int, learned_positions: bool) -> list[str]:
+    """All inputs of the slot graph in order (position_ids only for learned positions; rotary ones come from
+    seqlens_k)."""
+    positions = [POSITION_IDS] if learned_positions else []
+    return [INPUT_IDS, *positions, SEQLENS_K, TOTAL_SEQUENCE_LENGTH, LOGITS_TO_KEEP, *past_names(n_layer)]
+
+
 def output_names(n_layer: int) -> list[str]:
     """All graph outputs in order."""
     return [LOGITS, *present_names(n_layer)]

@@ -9,17 +9,15 @@ option agrees (`hf_config.family_mismatches`); otherwise the export is refused w
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptdeploy.errors import ExportError
-from gptdeploy.fileio import atomic_write_json, atomic_write_text
+from gptdeploy.fileio import atomic_write_json, atomic_write_text, replace_folder, staging_folder
 from gptdeploy.hf_config import ARCHITECTURES, choose_family, config_to_hf
 from gptdeploy.hf_tensors import scatter
 from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Tokenizer
+from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +48,7 @@ def hf_tokenizer_json(tokenizer: Tokenizer) -> str:
     return backend.to_str()
 
 
+@checked_arguments(ExportError)
 def export_hf(
     checkpoint: str | Path, folder: str | Path, family: str | None = None, force: bool = False
 ) -> HfExportResult:
@@ -74,19 +73,16 @@ def export_hf(
     hf_config.update(special, dtype="float32")
     state = {name: tensor.detach().float().contiguous() for name, tensor in loaded.model.state_dict().items()}
     tensors = scatter(state, config, family)
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with staging_folder(folder) as staging:
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         atomic_write_json(staging / "config.json", hf_config)
         atomic_write_json(staging / "generation_config.json", {**special, "do_sample": False})
         atomic_write_text(staging / TOKENIZER_FILE, hf_tokenizer_json(tokenizer))
         atomic_write_json(staging / SPECIAL_TOKENS_FILE, tokenizer.special_tokens_config())
         files = tuple(sorted(p.name for p in staging.iterdir()))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            replace_folder(staging, folder)
+        except FileExistsError as error:
+            raise ExportError(f"{folder} was created while exporting; pass --force to replace it") from error
     logger.info("wrote %s as a Hugging Face %s folder to %s", checkpoint, family, folder)
     return HfExportResult(folder, family, files)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import CheckpointError, GptDeployError, TokenizerError
+from gptdeploy.fileio import replace_folder, staging_folder
 from gptdeploy.hf_config import hf_family, hf_to_config
 from gptdeploy.hf_tensors import gather
+from gptdeploy.paths import inside
 from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Tokenizer, read_special_tokens
+from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class ImportResult:
     source_dtype: str  # the dtype the folder stored (weights are converted to float32)
 
 
+@checked_arguments(CheckpointError)
 def import_hf(
     folder: str | Path, checkpoint: str | Path, block_size: int | None = None, force: bool = False
 ) -> ImportResult:
@@ -65,22 +66,20 @@ def import_hf(
     model = GPT(config)
     _load_weights(model, state, folder)
     info = {"stage": "import-hf", "source": str(folder), "hf_architecture": hf_config["architectures"][0]}
-    staging = checkpoint.parent / f".{checkpoint.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging_folder(checkpoint) as staging:
         save_checkpoint(staging, model.eval(), tokenizer, info)
-        if checkpoint.exists():
-            shutil.rmtree(checkpoint)
-        os.replace(staging, checkpoint)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            replace_folder(staging, checkpoint)
+        except FileExistsError as error:
+            raise CheckpointError(f"{checkpoint} was created while importing; pass --force to replace it") from error
     logger.info("imported %s (%s, %d parameters) into %s", folder, family, model.num_parameters(), checkpoint)
     return ImportResult(checkpoint, family, config, model.num_parameters(), source_dtype)
 
 
 def read_hf_config(folder: Path) -> dict:
-    path = folder / "config.json"
     if not folder.is_dir():
         raise CheckpointError(f"Hugging Face folder {folder} does not exist")
+    path = _file(folder, "config.json")
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a Hugging Face model folder: config.json is missing")
     try:
@@ -97,7 +96,7 @@ def read_safetensors(folder: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    index = folder / SAFETENSORS_INDEX
+    index = _file(folder, SAFETENSORS_INDEX)
     if index.is_file():
         try:
             files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
@@ -112,7 +111,7 @@ def read_safetensors(folder: Path) -> dict:
         raise CheckpointError(f"{folder} has no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}{hint}")
     tensors = {}
     for name in files:
-        path = folder / name
+        path = _file(folder, name, f"weight file named in {SAFETENSORS_INDEX}")
         if not path.is_file():
             raise CheckpointError(f"{folder} is incomplete: {name} (named in {SAFETENSORS_INDEX}) is missing")
         try:
@@ -121,7 +120,18 @@ def read_safetensors(folder: Path) -> dict:
             raise CheckpointError(f"cannot read weights {path}: {error}".splitlines()[0]) from error
     if not tensors:
         raise CheckpointError(f"{folder}: the safetensors files hold no tensors")
+    from gptdeploy.checkpoint import refuse_non_finite
+
+    refuse_non_finite(tensors, folder)
     return tensors
+
+
+def _file(folder: Path, name: object, what: str = "file") -> Path:
+    """A file of the Hugging Face folder, which must stay in it; in a Hugging Face cache snapshot
+    (models--x/snapshots/REV/) files are symlinks into models--x/blobs/, so they may resolve anywhere in models--x/."""
+    within = folder.parent.parent if folder.parent.name == "snapshots" else None
+    return inside(folder, name, CheckpointError, what, "fix the folder, or re-save the model with save_pretrained",
+                  within=within)  # fmt: skip
 
 
 def _load_weights(model, state: dict, folder: Path) -> None:
@@ -135,7 +145,7 @@ def _load_weights(model, state: dict, folder: Path) -> None:
 
 def hf_tokenizer(folder: Path, config: GPTConfig) -> Tokenizer:
     """The folder's `tokenizer.json`, with bos / eos / pad from its `tokenizer_config.json` (or config.json ids)."""
-    if not (folder / TOKENIZER_FILE).is_file():
+    if not _file(folder, TOKENIZER_FILE).is_file():
         raise TokenizerError(f"{folder} has no {TOKENIZER_FILE}; write one with transformers: "
                              f"AutoTokenizer.from_pretrained(FOLDER).save_pretrained(FOLDER)")  # fmt: skip
     from tokenizers import Tokenizer as BackendTokenizer
@@ -144,7 +154,7 @@ def hf_tokenizer(folder: Path, config: GPTConfig) -> Tokenizer:
         backend = BackendTokenizer.from_file(str(folder / TOKENIZER_FILE))
     except Exception as error:  # the Rust library raises plain Exceptions for malformed files
         raise TokenizerError(f"cannot read tokenizer {folder / TOKENIZER_FILE}: {error}") from error
-    roles = read_special_tokens(folder / SPECIAL_TOKENS_FILE) or _roles_from_ids(folder, backend)
+    roles = read_special_tokens(_file(folder, SPECIAL_TOKENS_FILE)) or _roles_from_ids(folder, backend)
     try:
         tokenizer = Tokenizer(backend, **roles)
     except GptDeployError as error:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptdeploy.config import PRESETS, GPTConfig
+from gptdeploy.resources import require_model_memory
 
 __all__ = ["GPT", "PRESETS", "GPTConfig", "KVCache"]
 
@@ -135,6 +136,7 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        require_model_memory(config)  # before allocating: an absurd config is refused in milliseconds
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.positions == "learned" else None

@@ -3,7 +3,8 @@
 Four checks, each with numbers and a verdict: teacher-forced logits (max/mean abs diff, KL of the next-token
 distributions, top-1 agreement), free-running greedy decoding (identical tokens, or the first divergence and
 whether it happened at a near-tie), the KV-cache path against a full recompute, and prompts decoded
-together against each prompt alone. Tolerances live in one per-precision table.
+together against each prompt alone. Tolerances live in one per-precision table. A NaN or inf anywhere fails: every
+comparison is written so that a non-finite number cannot pass it, and non-finite logits are a failure of their own.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import numpy as np
 
 from gptdeploy.bundle import GOLDEN_FILE, load_bundle
 from gptdeploy.corpus.tasks import Example
-from gptdeploy.errors import BackendError
+from gptdeploy.errors import BackendError, BundleError, NonFiniteLogitsError
 from gptdeploy.evaluate import exact_match
 from gptdeploy.generate import GenerationConfig, generate
 from gptdeploy.golden import Golden, compute_golden, load_golden
 from gptdeploy.runtimes.base import Runtime, open_artifact
+from gptdeploy.validation import checked_arguments
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class ParityReport:
     cache_vs_recompute_max_diff: float
     batch_matches_single: bool
     failures: list[str] = field(default_factory=list)
+    non_finite_logits: int = 0  # NaN or inf among the teacher-forced logits (any fails)
 
     def __bool__(self) -> bool:
         return not self.failures
@@ -68,16 +71,18 @@ class ParityReport:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
-    probs = np.exp(shifted)
-    return probs / probs.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits become NaN, which fails the checks
+        shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+        probs = np.exp(shifted)
+        return probs / probs.sum(-1, keepdims=True)
 
 
 def _teacher_forced(runtime: Runtime, golden: Golden) -> dict:
-    diffs, kls, agree, scale = [], [], [], 1.0
+    diffs, kls, agree, scale, non_finite = [], [], [], 1.0, 0
     for tokens, reference in zip(golden.tokens, golden.logits, strict=True):
         runtime.reset()
         test = runtime.prefill(0, tokens, all_logits=True)
+        non_finite += int((~np.isfinite(test)).sum())
         diffs.append(np.abs(test - reference))
         p, q = _softmax(reference), _softmax(test)
         kls.append((p * (np.log(p + 1e-30) - np.log(q + 1e-30))).sum(-1))
@@ -86,7 +91,7 @@ def _teacher_forced(runtime: Runtime, golden: Golden) -> dict:
     every = np.concatenate([d.ravel() for d in diffs])
     return {"logit_scale": scale, "max_abs_logit_diff": float(every.max()), "mean_abs_logit_diff": float(every.mean()),
             "max_rel_logit_diff": float(every.max()) / scale, "mean_kl": float(np.concatenate(kls).mean()),
-            "top1_agreement": float(np.concatenate(agree).mean())}  # fmt: skip
+            "top1_agreement": float(np.concatenate(agree).mean()), "non_finite_logits": non_finite}  # fmt: skip
 
 
 def _greedy(runtime: Runtime, golden: Golden, tolerance: Tolerance) -> tuple[int, list[dict], bool]:
@@ -126,15 +131,21 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
     precision = runtime.info.precision
     tolerance = tolerance or TOLERANCES[precision]
     logits = _teacher_forced(runtime, golden)
-    identical, divergences, batch_ok = _greedy(runtime, golden, tolerance)
-    cache_diff = _cache_vs_recompute(runtime, golden.tokens[0], golden.prompt_lengths[0])
     failures = []
-    if logits["max_rel_logit_diff"] > tolerance.max_logit_diff:
+    if logits["non_finite_logits"]:
+        failures.append(f"{logits['non_finite_logits']} teacher-forced logits are NaN or inf")
+    try:
+        identical, divergences, batch_ok = _greedy(runtime, golden, tolerance)
+    except NonFiniteLogitsError as error:
+        failures.append(f"greedy decoding stopped: {error}")
+        identical, divergences, batch_ok = 0, [], False
+    cache_diff = _cache_vs_recompute(runtime, golden.tokens[0], golden.prompt_lengths[0])
+    if not logits["max_rel_logit_diff"] <= tolerance.max_logit_diff:  # written so that NaN fails
         failures.append(f"max logit diff {logits['max_rel_logit_diff']:.2e} of the logit scale > "
                         f"{tolerance.max_logit_diff:.0e}")  # fmt: skip
-    if logits["mean_kl"] > tolerance.mean_kl:
+    if not logits["mean_kl"] <= tolerance.mean_kl:
         failures.append(f"mean KL {logits['mean_kl']:.2e} > {tolerance.mean_kl:.0e}")
-    if logits["top1_agreement"] < tolerance.top1_agreement:
+    if not logits["top1_agreement"] >= tolerance.top1_agreement:
         failures.append(f"top-1 agreement {logits['top1_agreement']:.3f} < {tolerance.top1_agreement}")
     for divergence in divergences:
         if not divergence["near_tie"]:
@@ -142,7 +153,7 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
                 f"greedy decoding of {divergence['prompt']!r} diverged at step {divergence['step']} "
                 f"where the reference was confident (margin {divergence['reference_margin']:.3g})"
             )
-    if cache_diff / logits["logit_scale"] > tolerance.max_logit_diff:
+    if not cache_diff / logits["logit_scale"] <= tolerance.max_logit_diff:
         failures.append(f"cached decoding differs from a full recompute by {cache_diff:.2e}")
     if not batch_ok:
         failures.append("prompts decoded together give other greedy tokens than each prompt alone")
@@ -151,6 +162,7 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
                         batch_matches_single=batch_ok, failures=failures)  # fmt: skip
 
 
+@checked_arguments(BundleError)
 def run_parity(
     bundle_dir: str | Path,
     checkpoint: str | Path | None = None,

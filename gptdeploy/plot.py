@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptdeploy.checkpoint import METRICS_FILE
 from gptdeploy.errors import DataError
 from gptdeploy.fileio import atomic_write
-from gptdeploy.train import METRICS_FILE
+from gptdeploy.train import read_metrics as read_records
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise DataError(f"{run_dir} has no {METRICS_FILE}; is it a training output folder?")
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path} is corrupt: {error}") from error
+    return read_records(path)
 
 
 def plot_losses(run_dirs: Sequence[str | Path], out: str | Path) -> Path:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gptdeploy.errors import GenerationError
+from gptdeploy.errors import GenerationError, NonFiniteLogitsError
 from gptdeploy.validation import check_field_types, check_ranges
 
 
@@ -96,6 +96,10 @@ class Sampler:
         needed only for the repetition penalty."""
         tokens = []
         for position, (row_logits, row) in enumerate(zip(logits, rows, strict=True)):
+            if not np.isfinite(row_logits).all():
+                raise NonFiniteLogitsError(f"the model produced {int((~np.isfinite(row_logits)).sum())} non-finite "
+                                           "logits (NaN or inf): its weights are broken or its precision overflows; "
+                                           "check it with `gptdeploy parity`")  # fmt: skip
             row_logits = row_logits.astype(np.float64)
             if self.params.repetition_penalty != 1:
                 row_logits = penalize_repeats(row_logits, histories[position], self.params.repetition_penalty)

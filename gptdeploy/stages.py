@@ -13,14 +13,17 @@ from pathlib import Path
 import torch
 
 from gptdeploy import distributed
-from gptdeploy.checkpoint import load_checkpoint, read_config
+from gptdeploy.checkpoint import holds_checkpoint, load_checkpoint, read_config
 from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example
 from gptdeploy.data import FinetuneData, PretrainData
+from gptdeploy.errors import CheckpointError, ConfigError
 from gptdeploy.evaluate import EvalReport, exact_match
 from gptdeploy.model import GPT, GPTConfig
+from gptdeploy.resources import require_model_memory
 from gptdeploy.runtimes.torch_runtime import TorchRuntime
 from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.train import TrainConfig, TrainResult, train
+from gptdeploy.validation import checked_arguments
 
 PRETRAIN_DEFAULTS = TrainConfig()
 FINETUNE_DEFAULTS = TrainConfig(
@@ -34,6 +37,7 @@ class FinetuneResult:
     heldout: EvalReport | None  # None on ranks other than 0 under torchrun
 
 
+@checked_arguments(ConfigError)
 def pretrain(
     out_dir: str | Path,
     preset: str,
@@ -44,13 +48,19 @@ def pretrain(
     device: str = "auto",
     progress: bool = True,
     data: str = "shipped corpus",
+    force: bool = False,
 ) -> TrainResult:
-    """Train a tokenizer and a model from scratch on `documents` (`data` says where they came from, for the record)."""
+    """Train a tokenizer and a model from scratch on `documents` (`data` says where they came from, for the record).
+
+    A checkpoint already in `out_dir` is continued with `resume` and overwritten only with `force`.
+    """
+    refuse_overwriting(out_dir, resume, force)
     if resume:
         config, _ = read_config(out_dir)
         tokenizer = Tokenizer.load(out_dir)
     else:
         base = GPTConfig.preset(preset, **(model_overrides or {}))
+        require_model_memory(base, train_config.batch_size)  # before the tokenizer is trained for it
         tokenizer = Tokenizer.train(documents, vocab_size=base.vocab_size)
         config = replace(base, vocab_size=tokenizer.vocab_size)
     data_set = PretrainData(documents, tokenizer, config.block_size, train_config.batch_size, seed=train_config.seed)
@@ -59,6 +69,7 @@ def pretrain(
     return train(GPT(config), tokenizer, data_set, train_config, out_dir, info, resume, device, progress)
 
 
+@checked_arguments(ConfigError)
 def finetune(
     base: str | Path,
     out_dir: str | Path,
@@ -68,12 +79,17 @@ def finetune(
     device: str = "auto",
     progress: bool = True,
     tasks: str = SHIPPED_TASKS,
+    force: bool = False,
 ) -> FinetuneResult:
     """Supervised fine-tuning of a checkpoint on (train, held-out) examples, then held-out exact match with greedy
-    decoding; `tasks` names the examples' origin in the checkpoint (exports check task accuracy for SHIPPED_TASKS)."""
+    decoding; `tasks` names the examples' origin in the checkpoint (exports check task accuracy for SHIPPED_TASKS).
+    A checkpoint already in `out_dir` (`base` itself included) is continued with `resume`, overwritten only with
+    `force`."""
+    refuse_overwriting(out_dir, resume, force)
     checkpoint = load_checkpoint(base)
     train_examples, heldout = examples
     config = checkpoint.config
+    require_model_memory(config, train_config.batch_size)
     data = FinetuneData(train_examples, heldout, checkpoint.tokenizer, config.block_size, train_config.batch_size,
                         seed=train_config.seed)  # fmt: skip
     info = {"stage": "finetune", "base": str(base), "preset": checkpoint.info.get("preset"), "tasks": tasks}
@@ -83,3 +99,10 @@ def finetune(
     if distributed.is_main_process():
         report = exact_match(TorchRuntime(model, tokenizer, device=str(next(model.parameters()).device)), heldout)
     return FinetuneResult(train=result, heldout=report)
+
+
+def refuse_overwriting(out_dir: str | Path, resume: bool, force: bool) -> None:
+    """Training writes weights, training state and metrics into `out_dir`: never over another run's without consent."""
+    if not resume and not force and holds_checkpoint(out_dir):
+        raise CheckpointError(f"{out_dir} already holds a checkpoint; pass --resume to continue its run, --force to "
+                              "overwrite it, or choose another --out")  # fmt: skip

@@ -17,8 +17,9 @@ from pathlib import Path
 from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from gptdeploy.errors import TokenizerError
+from gptdeploy.errors import GenerationError, TokenizerError
 from gptdeploy.fileio import atomic_write_json, atomic_write_text
+from gptdeploy.paths import inside
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "tokenizer_config.json"  # Hugging Face's name for the file that names the special tokens
@@ -62,15 +63,17 @@ class Tokenizer:
     def load(cls, path: str | Path) -> Tokenizer:
         """Load `tokenizer.json`, or the one inside a checkpoint or bundle folder."""
         path = Path(path)
-        if path.is_dir():
-            path = path / TOKENIZER_FILE
+        folder, name = (path, TOKENIZER_FILE) if path.is_dir() else (path.parent, path.name)
+        fix = "the folder was tampered with: restore its tokenizer"
+        path = inside(folder, name, TokenizerError, "tokenizer", fix)
+        special = inside(folder, SPECIAL_TOKENS_FILE, TokenizerError, "special-token file", fix)
         if not path.is_file():
             raise TokenizerError(f"no tokenizer at {path}; train one first (gptdeploy train writes it)")
         try:
             backend = BackendTokenizer.from_file(str(path))
         except Exception as error:  # the Rust library raises plain Exceptions for malformed files
-            raise TokenizerError(f"cannot read tokenizer {path}: {error}") from error
-        return cls(backend, **read_special_tokens(path.parent / SPECIAL_TOKENS_FILE))
+            raise TokenizerError(f"cannot read tokenizer {path}: {error}".splitlines()[0]) from error
+        return cls(backend, **read_special_tokens(special))
 
     def save(self, path: str | Path) -> Path:
         """Write `tokenizer.json`, and `tokenizer_config.json` beside it when the special tokens are not ours."""
@@ -94,15 +97,30 @@ class Tokenizer:
         return self.backend.get_vocab_size()
 
     def encode(self, text: str, bos: bool = False) -> list[int]:
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        ids = self.backend.encode(check_text(text), add_special_tokens=False).ids
         return [self.bos_id, *ids] if bos else ids
 
     def encode_batch(self, texts: list[str], bos: bool = False) -> list[list[int]]:
-        encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        encodings = self.backend.encode_batch([check_text(text) for text in texts], add_special_tokens=False)
         return [[self.bos_id, *e.ids] if bos else e.ids for e in encodings]
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special)
+
+
+def check_text(text: object) -> str:
+    """Text as the tokenizer takes it: a str that is valid Unicode. Bytes that were not UTF-8 reach Python as lone
+    surrogates (command-line arguments, files read with errors="surrogateescape"), which no encoder can take."""
+    if not isinstance(text, str):
+        raise GenerationError(f"text must be a str, got {type(text).__name__} {text!r:.60}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise GenerationError(f"text is not valid UTF-8: character {error.start} (after "
+                              f"{text[max(0, error.start - 20) : error.start]!r}) is the lone surrogate "
+                              f"U+{ord(text[error.start]):04X}, an undecodable input byte; pass UTF-8 text"
+                              ) from None  # fmt: skip
+    return text
 
 
 def read_special_tokens(path: Path) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -21,14 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gptdeploy import distributed
-from gptdeploy.checkpoint import load_train_state, save_checkpoint
+from gptdeploy.checkpoint import METRICS_FILE, TRAIN_STATE_FILE, load_train_state, save_checkpoint
 from gptdeploy.data import IGNORE_INDEX, Batch
-from gptdeploy.errors import ConfigError, TrainingError
+from gptdeploy.errors import CheckpointError, ConfigError, DataError, TrainingError
 from gptdeploy.model import GPT
 from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.validation import check_field_types
 
-METRICS_FILE = "metrics.jsonl"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,33 @@ def evaluate(model: GPT, data: TrainingData, max_batches: int, device: torch.dev
     return metrics
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A torn last line (a kill in the middle of an append) is dropped with a
+    warning; a bad line anywhere else is an error naming it."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a record with an integer step")
+        except ValueError as error:
+            if number == len(lines):
+                logger.warning("%s: dropping its last line, cut short (by a kill?): %.60r", path, line)
+                break
+            raise DataError(f"{path} line {number} is corrupt ({error}); delete that line to go on") from error
+        records.append(record)
+    return records
+
+
 class MetricsLog:
     """Append-only JSONL of training records; on resume, records past the resumed step are dropped."""
 
     def __init__(self, path: Path, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in read_metrics(path) if record["step"] <= resume_step]
+            path.write_text("".join(json.dumps(record) + "\n" for record in kept))
         elif enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("")
@@ -192,9 +212,16 @@ class Trainer:
     def load_state(self) -> int:
         """Restore weights, optimizer and RNG from the last checkpoint; returns the step to continue from."""
         state = load_train_state(self.out_dir)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as error:
+            message = " ".join(str(error).split())[:200]
+            raise CheckpointError(
+                f"{self.out_dir / TRAIN_STATE_FILE} does not fit this model and optimizer "
+                f"({message}); resume the run that wrote it, or start over with --force"
+            ) from error
         return state["step"]
 
     def save(self, step: int, summary: dict) -> None:

@@ -17,8 +17,11 @@ import numpy as np
 
 from gptdeploy.bundle import MANIFEST_FILE, Artifact, Bundle, load_bundle
 from gptdeploy.checkpoint import CONFIG_FILE
+from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError, ContextOverflowError, GenerationError
+from gptdeploy.resources import require_memory
 from gptdeploy.tokenizer import TOKENIZER_FILE, Tokenizer
+from gptdeploy.validation import checked_arguments
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 INSTALL_HINTS = {
@@ -69,6 +72,12 @@ class Runtime(Protocol):
     def __enter__(self) -> Runtime: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
+
+
+def check_cache_memory(config: GPTConfig, max_slots: int, bytes_per_value: int) -> None:
+    """Refuse, before allocating it, a KV cache of `max_slots` full contexts larger than the memory available."""
+    require_memory(config.kv_cache_bytes(max_slots, bytes_per_value), f"a KV cache of {max_slots} slots x "
+                   f"{config.block_size} tokens", "use fewer slots (--max-slots)", BackendError)  # fmt: skip
 
 
 class SlotRuntime:
@@ -159,6 +168,7 @@ class SlotRuntime:
 BACKEND_OF_KIND = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}  # artifact kind -> the backend that runs it
 
 
+@checked_arguments(BackendError)
 def load_runtime(
     path: str | Path,
     backend: str = "auto",
@@ -178,6 +188,8 @@ def load_runtime(
         raise BackendError(f"model folder {path} does not exist")
     if backend not in ("auto", *BACKENDS):
         raise BackendError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    if max_slots < 1:
+        raise BackendError(f"max_slots must be at least 1, got {max_slots}")
     if not (path / MANIFEST_FILE).is_file():
         if not (path / CONFIG_FILE).is_file():
             raise BackendError(f"{path} is neither a gptdeploy checkpoint ({CONFIG_FILE}) nor a bundle "

@@ -6,6 +6,9 @@ Two graph forms run here, told apart by their inputs (`gptdeploy/graph_contract.
   writes each step's keys and values in place. A decode of several slots is one call over the rows they span.
 - the exported graph (past in, present out, grown by concatenation): each slot keeps its own past, and a call runs
   one slot (no batched decode). Standard ONNX, for checking and for other targets; slower for serving.
+
+A graph that ONNX Runtime cannot load or run, or whose inputs and outputs do not match the model config it comes
+with, is a `BackendError` naming the file, never ONNX Runtime's own exception.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from gptdeploy.graph_contract import (
     POSITION_IDS,
     SEQLENS_K,
     TOTAL_SEQUENCE_LENGTH,
+    input_names,
+    output_names,
     past_names,
     present_names,
+    slot_input_names,
 )
-from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime
+from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime, check_cache_memory
 from gptdeploy.tokenizer import Tokenizer
 
 PROVIDERS = {
@@ -69,14 +75,59 @@ def open_graph(
         raise BackendError(f"{wanted[0]} is not in this onnxruntime build; install 'gptdeploy[gpu]'")
     device_id = int(device.split(":")[1]) if ":" in device else 0
     providers = [(name, {"device_id": device_id}) if name != "CPUExecutionProvider" else name for name in wanted]
-    session = ort.InferenceSession(str(graph), sess_options=options or session_options(), providers=providers)
+    try:
+        session = ort.InferenceSession(str(graph), sess_options=options or session_options(), providers=providers)
+    except Exception as error:  # onnxruntime's exceptions share no public base class
+        raise BackendError(f"ONNX Runtime cannot load {graph}: {one_line(error)}; re-export the bundle") from error
     if session.get_providers()[0] != wanted[0]:  # listed as available, but it failed to load
         raise BackendError(f"{wanted[0]} failed to load (got {session.get_providers()}); check CUDA/cuDNN")
+    check_graph_matches(session, Path(graph), config)
     inputs = {value.name: value.type for value in session.get_inputs()}
     info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size, max_slots,
                        SEQLENS_K in inputs)  # fmt: skip
     runtime_class = OrtSlotRuntime if SEQLENS_K in inputs else OrtGraphRuntime
-    return runtime_class(session, info, config, tokenizer, CACHE_TYPES[inputs[past_names(config.n_layer)[0]]])
+    cache_dtype = CACHE_TYPES.get(inputs[past_names(config.n_layer)[0]])
+    if cache_dtype is None:
+        raise BackendError(f"{graph}: a KV cache of {inputs[past_names(config.n_layer)[0]]} is not one gptdeploy "
+                           "writes (float or float16); re-export the bundle")  # fmt: skip
+    return runtime_class(session, Path(graph), info, config, tokenizer, cache_dtype)
+
+
+def one_line(error: BaseException) -> str:
+    """ONNX Runtime's message on one line, without its source-location prefix."""
+    text = " ".join(str(error).split())
+    return text[:400] + (" ..." if len(text) > 400 else "")
+
+
+def check_graph_matches(session: ort.InferenceSession, graph: Path, config: GPTConfig) -> None:
+    """The graph's IO names (of either form), and the sizes it fixes (vocabulary, KV heads, head size), must be the
+    config's: a manifest that describes another graph fails here, not inside a kernel."""
+    inputs = {value.name: value.shape for value in session.get_inputs()}
+    outputs = {value.name: value.shape for value in session.get_outputs()}
+    learned = config.positions == "learned"
+    wanted = slot_input_names(config.n_layer, learned) if SEQLENS_K in inputs else input_names(config.n_layer)
+    if set(inputs) != set(wanted) or set(outputs) != set(output_names(config.n_layer)):
+        raise BackendError(f"{graph} has inputs {sorted(inputs)[:4]}... and {len(outputs)} outputs, not gptdeploy's "
+                           f"decoder IO for the {config.n_layer} layers its model config says; re-export the "
+                           "bundle")  # fmt: skip
+    expected = {LOGITS: (outputs[LOGITS], 2, config.vocab_size)}
+    for name in past_names(config.n_layer):
+        expected[name] = (inputs[name], 1, config.kv_heads)
+        expected[name + ".head_dim"] = (inputs[name], 3, config.head_dim)
+    for name, (shape, axis, size) in expected.items():
+        if len(shape) <= axis or (isinstance(shape[axis], int) and shape[axis] != size):
+            raise BackendError(f"{graph}: {name.removesuffix('.head_dim')} has shape {shape}, but the model config "
+                               f"implies {size} at axis {axis}; the bundle's manifest does not describe this graph: "
+                               "re-export the bundle")  # fmt: skip
+
+
+def run_bound(session: ort.InferenceSession, binding: ort.IOBinding, graph: Path) -> None:
+    """Run a bound call; ONNX Runtime's failure becomes a BackendError naming the graph."""
+    try:
+        session.run_with_iobinding(binding)
+    except Exception as error:  # onnxruntime's exceptions share no public base class
+        raise BackendError(f"ONNX Runtime failed running {graph}: {one_line(error)}; the graph does not match its "
+                           "bundle's model config: re-export the bundle") from error  # fmt: skip
 
 
 def from_artifact(
@@ -89,10 +140,10 @@ def from_artifact(
 class OrtRuntime(SlotRuntime):
     """What both graph forms share: the session and the device the cache lives on."""
 
-    def __init__(self, session: ort.InferenceSession, info: RuntimeInfo, config: GPTConfig,
+    def __init__(self, session: ort.InferenceSession, graph: Path, info: RuntimeInfo, config: GPTConfig,
                  tokenizer: Tokenizer | None, cache_dtype: type):  # fmt: skip
         super().__init__(info.max_slots)
-        self.session, self.info, self.config, self.tokenizer = session, info, config, tokenizer
+        self.session, self.graph, self.info, self.config, self.tokenizer = session, graph, info, config, tokenizer
         self.cache_dtype = cache_dtype
         self.ort_device = "cpu" if info.device == "cpu" else "cuda"
         self.device_id = int(info.device.split(":")[1]) if ":" in info.device else 0
@@ -106,6 +157,7 @@ class OrtSlotRuntime(OrtRuntime):
         super().__init__(*args, **kwargs)
         c = self.config
         shape = (self.info.max_slots, c.kv_heads, c.block_size, c.head_dim)
+        check_cache_memory(c, self.info.max_slots, np.dtype(self.cache_dtype).itemsize)
         # Zeroed, so attention never meets uninitialized memory past a row's end. On the CPU the OrtValue wraps the
         # numpy array itself (kept here); on a GPU it is a copy in device memory.
         self.host = [np.zeros(shape, dtype=self.cache_dtype) for _ in self.past_names]
@@ -133,7 +185,7 @@ class OrtSlotRuntime(OrtRuntime):
         binding.bind_cpu_input(LOGITS_TO_KEEP, np.array([keep], dtype=np.int64))
         binding.bind_output(LOGITS, "cpu")
         self.bind_rows(binding, first, n)
-        self.session.run_with_iobinding(binding)
+        run_bound(self.session, binding, self.graph)
         return binding.get_outputs()[0].numpy()
 
     def bind_rows(self, binding: ort.IOBinding, first: int, n: int) -> None:
@@ -191,7 +243,7 @@ class DecodeBinding:
     its tokens and lengths into those arrays and runs."""
 
     def __init__(self, runtime: OrtSlotRuntime, first: int, n: int):
-        self.session = runtime.session
+        self.session, self.graph = runtime.session, runtime.graph
         self.ids = np.zeros((n, 1), dtype=np.int64)
         self.positions = np.zeros((n, 1), dtype=np.int64)
         self.seqlens = np.zeros(n, dtype=np.int32)
@@ -216,7 +268,7 @@ class DecodeBinding:
         self.positions[:, 0] = starts
         self.seqlens[:] = starts
         self.total[...] = starts.max() + 1
-        self.session.run_with_iobinding(self.binding)
+        run_bound(self.session, self.binding, self.graph)
         return self.logits[:, 0].copy()
 
 
@@ -243,7 +295,7 @@ class OrtGraphRuntime(OrtRuntime):
         for past_name, present_name, value in zip(self.past_names, self.present_names, past, strict=True):
             binding.bind_ortvalue_input(past_name, value)
             binding.bind_output(present_name, self.ort_device, self.device_id)
-        self.session.run_with_iobinding(binding)
+        run_bound(self.session, binding, self.graph)
         outputs = binding.get_outputs()
         self.pasts[slot] = list(outputs[1:])
         logits = outputs[0].numpy()[0]  # (T, vocab)

@@ -15,7 +15,7 @@ from torch import Tensor
 from gptdeploy.checkpoint import load_checkpoint
 from gptdeploy.errors import BackendError
 from gptdeploy.model import GPT, KV
-from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime
+from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime, check_cache_memory
 from gptdeploy.tokenizer import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -75,6 +75,7 @@ class TorchRuntime(SlotRuntime):
         c = model.config
         self.info = RuntimeInfo("torch", precision, str(self.device), c.vocab_size, c.block_size, max_slots, True)
         shape = (c.n_layer, 2, max_slots, c.kv_heads, c.block_size, c.head_dim)
+        check_cache_memory(c, max_slots, self.dtype.itemsize)
         self.buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     @classmethod

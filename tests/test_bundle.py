@@ -5,16 +5,8 @@ import shutil
 
 import pytest
 
-from gptdeploy.bundle import (
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    Artifact,
-    add_artifact,
-    folder_files,
-    load_bundle,
-    read_manifest,
-    staged_folder,
-)
+from gptdeploy.bundle import FORMAT_VERSION, MANIFEST_FILE, Artifact, load_bundle, read_manifest
+from gptdeploy.bundle_write import install_artifact, staged_folder
 from gptdeploy.errors import BundleError
 
 pytest.importorskip("onnxscript", reason="the ONNX exporter needs the optional onnxscript package")
@@ -52,7 +44,7 @@ def test_a_fresh_bundle_verifies_and_describes_itself(bundle):
 def test_an_edited_genai_config_is_caught_and_a_deliberate_one_is_recorded(bundle):
     from gptdeploy.export.genai_config import write_bundle_genai_config
 
-    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    add_copy_of_the_graph(bundle)
     write_bundle_genai_config(bundle, artifact="onnx-copy")
     genai = json.loads((bundle / "genai_config.json").read_text())
     assert genai["model"]["decoder"]["filename"] == "decoder-copy/model.onnx"
@@ -93,10 +85,10 @@ def test_a_missing_tokenizer_is_named(bundle):
 
 
 def test_a_bundle_from_an_earlier_format_asks_for_a_re_export(bundle):
-    from gptdeploy.bundle import _write
+    from gptdeploy.bundle import write_manifest_dict
 
     manifest = json.loads((bundle / MANIFEST_FILE).read_text())
-    _write(bundle, {**manifest, "format_version": FORMAT_VERSION - 1})
+    write_manifest_dict(bundle, {**manifest, "format_version": FORMAT_VERSION - 1})
     with pytest.raises(BundleError, match=f"format-{FORMAT_VERSION - 1} bundle from an earlier gptdeploy; re-export"):
         read_manifest(bundle)
 
@@ -127,38 +119,43 @@ def test_asking_for_an_artifact_it_does_not_hold_lists_what_it_has(bundle):
         load_bundle(bundle).artifact(name="onnx-int8")
 
 
-def copy_of_the_graph(bundle, folder: str) -> Artifact:
-    """A second artifact made the way every later stage makes one: staged, hashed, then registered."""
-    with staged_folder(bundle, folder) as staging:
+def add_copy_of_the_graph(bundle, replace_existing: bool = False) -> Artifact:
+    """A second artifact made the way every later stage makes one: staged, then moved into place and registered."""
+    with staged_folder(bundle) as staging:
         shutil.copy(bundle / "decoder-fp32" / "model.onnx", staging / "model.onnx")
         shutil.copy(bundle / "decoder-fp32" / "model.onnx.data", staging / "model.onnx.data")
-    return Artifact("onnx-copy", "onnx", "fp32", f"{folder}/model.onnx", folder_files(bundle, folder), 18)
+        return install_artifact(bundle, staging, Artifact("onnx-copy", "onnx", "fp32", "model.onnx", {}, 18),
+                                replace_existing)  # fmt: skip
 
 
 def test_an_added_artifact_is_verified_listed_and_selectable_by_name(bundle):
-    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    add_copy_of_the_graph(bundle)
     loaded = load_bundle(bundle)
     assert [a.name for a in loaded.artifacts] == ["onnx-fp32", "onnx-copy"]
     assert loaded.artifact(name="onnx-copy").path == "decoder-copy/model.onnx"
-    assert not list(bundle.glob(".*partial*"))
+    assert not [path.name for path in bundle.glob(".*") if path.name != ".lock"]
     (bundle / "decoder-copy" / "model.onnx.data").write_bytes(b"truncated")
     with pytest.raises(BundleError, match="decoder-copy/model.onnx.data does not match its sha256"):
         load_bundle(bundle)
 
 
 def test_adding_an_existing_name_needs_replace_and_leaves_the_manifest_alone(bundle):
-    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+    add_copy_of_the_graph(bundle)
     before = (bundle / MANIFEST_FILE).read_bytes()
     with pytest.raises(BundleError, match="already has an artifact 'onnx-copy'; pass --force"):
-        add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"))
+        add_copy_of_the_graph(bundle)
     assert (bundle / MANIFEST_FILE).read_bytes() == before
-    add_artifact(bundle, copy_of_the_graph(bundle, "decoder-copy"), replace_existing=True)
+    replaced = add_copy_of_the_graph(bundle, replace_existing=True)
+    assert replaced.path == "decoder-copy.2/model.onnx"  # the old version kept its folder until the commit
     assert [a.name for a in load_bundle(bundle).artifacts] == ["onnx-fp32", "onnx-copy"]
+    assert not (bundle / "decoder-copy").exists()
+    assert add_copy_of_the_graph(bundle, replace_existing=True).path == "decoder-copy/model.onnx"
+    assert not (bundle / "decoder-copy.2").exists()
 
 
 def test_a_failed_stage_leaves_no_folder_behind(bundle):
     listing = sorted(path.name for path in bundle.iterdir())
-    with pytest.raises(RuntimeError), staged_folder(bundle, "decoder-broken") as staging:
+    with pytest.raises(RuntimeError), staged_folder(bundle) as staging:
         (staging / "model.onnx").write_bytes(b"half")
         raise RuntimeError("interrupted")
     assert sorted(path.name for path in bundle.iterdir()) == listing
@@ -177,3 +174,77 @@ def test_a_backend_is_refused_an_artifact_of_another_kind(bundle):
     assert loaded.runnable("onnx", "auto").name == "onnx-fp32"
     with pytest.raises(BundleError, match="'onnx-fp32' is a onnx artifact; this backend runs tensorrt ones"):
         loaded.runnable("tensorrt", name="onnx-fp32")
+
+
+def edit_manifest(bundle, edit) -> None:
+    """Change the manifest and re-checksum it, as someone handing out a hostile bundle would."""
+    from gptdeploy.bundle import _checksum
+
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    manifest.pop("checksum")
+    edit(manifest)
+    (bundle / MANIFEST_FILE).write_text(json.dumps({**manifest, "checksum": _checksum(manifest)}))  # ASCII escapes
+
+
+def _repoint(manifest, path: str) -> None:
+    artifact = manifest["artifacts"][0]
+    artifact["files"] = {path if name.endswith("model.onnx") else name: digest
+                         for name, digest in artifact["files"].items()}  # fmt: skip
+    artifact["path"] = path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: _repoint(m, "../outside/model.onnx"), "artifact 'onnx-fp32' file '../outside/model.onnx' leaves"),
+        (lambda m: _repoint(m, "/tmp/outside/model.onnx"), "file '/tmp/outside/model.onnx' is an absolute path"),
+        (lambda m: m["files"].update({"../../../../../../etc/passwd": "0" * 64}), "shared file '../../.*leaves"),
+        (lambda m: m["artifacts"][0].update(path="tokenizer.json"), "path 'tokenizer.json' is not one of its files"),
+        (lambda m: m["artifacts"][0].update(name="x/../../victim"), "artifact name 'x/../../victim' is not allowed"),
+        (lambda m: m["artifacts"][0].update(kind="script"), "is of kind 'script'"),
+        (lambda m: m["artifacts"].append(dict(m["artifacts"][0], name="twin")), "artifact 'onnx-fp32' uses it too"),
+        (lambda m: m["artifacts"][0]["details"]["parity"].update(passed="yes"), "mistyped passed"),
+        (lambda m: m["artifacts"][0]["details"].update(size_bytes="big"), "field size_bytes must be int"),
+        (lambda m: m["artifacts"][0].pop("opset"), "an artifact lacks a field gptdeploy writes"),
+        (lambda m: m["model"].pop("vocab_size"), "model must list every model config field"),
+        (lambda m: m["model"].update(n_layer=3), "io does not list gptdeploy's graph inputs and outputs for 3"),
+        (lambda m: m.update(reference="x"), "reference missing or of the wrong type"),
+        (lambda m: m["reference"].update(checkpoint="\udcff"), "is corrupt .*surrogates not allowed"),
+    ],
+)
+def test_a_hostile_re_checksummed_manifest_is_refused_before_anything_is_opened(bundle, edit, message):
+    edit_manifest(bundle, edit)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle, verify=False)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "golden.npz", "decoder-fp32", "decoder-fp32/model.onnx.data"])
+def test_a_file_or_folder_symlinked_out_of_the_bundle_is_not_followed(bundle, tmp_path, name):
+    outside = tmp_path / "outside"
+    shutil.move(bundle / name, outside)
+    (bundle / name).symlink_to(outside, target_is_directory=outside.is_dir())
+    with pytest.raises(BundleError, match="resolves to .*outside the folder \\(through a symlink\\); refusing"):
+        load_bundle(bundle)
+
+
+GRAPH = "decoder-fp32/model.onnx"
+
+
+def test_graph_weights_must_be_files_of_the_artifact(bundle):
+    """External data pointing elsewhere in (or out of) the bundle is refused even when the hashes are right."""
+    import onnx
+
+    from gptdeploy.bundle import sha256_file
+
+    graph = bundle / "decoder-fp32" / "model.onnx"
+    for location, message in [("../golden.npz", "leaves the folder"), ("other.data", "is not one of artifact")]:
+        model = onnx.load(str(graph), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(model, str(graph))
+        digest = sha256_file(graph)
+        edit_manifest(bundle, lambda m, digest=digest: m["artifacts"][0]["files"].update({GRAPH: digest}))
+        with pytest.raises(BundleError, match=f"external data of .* {message}|from {location}, which {message}"):
+            load_bundle(bundle)

@@ -30,7 +30,7 @@ def test_save_then_load_gives_identical_logits(tokenizer, tmp_path, variant):
 
 def test_training_state_loads_without_unpickling_objects(tokenizer, tmp_path):
     model = tiny_model()
-    state = {"step": 7, "model": model.state_dict(), "rng": torch.get_rng_state()}
+    state = {"step": 7, "model": model.state_dict(), "optimizer": {}, "rng": torch.get_rng_state()}
     save_checkpoint(tmp_path, model, tokenizer, train_state=state)
     assert load_train_state(tmp_path)["step"] == 7
 
@@ -83,3 +83,47 @@ def test_weights_of_another_shape_are_refused(saved, tokenizer):
     (saved / WEIGHTS_FILE).write_bytes((saved / "other" / WEIGHTS_FILE).read_bytes())
     with pytest.raises(CheckpointError, match="cannot load weights"):
         load_checkpoint(saved)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(tokenizer, tmp_path, value):
+    model = tiny_model()
+    with torch.no_grad():
+        model.h[1].mlp.c_fc.weight[3, 5] = value
+    save_checkpoint(tmp_path, model, tokenizer)
+    with pytest.raises(CheckpointError, match="tensor h.1.mlp.c_fc.weight holds 1 non-finite values \\(NaN or inf\\)"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", [CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json"])
+def test_a_checkpoint_file_leading_out_of_its_folder_is_not_read(tokenizer, tmp_path, name):
+    from gptdeploy.errors import TokenizerError
+
+    save_checkpoint(tmp_path / "elsewhere", tiny_model(), tokenizer)
+    save_checkpoint(tmp_path / "model", tiny_model(), tokenizer)
+    (tmp_path / "model" / name).unlink()
+    (tmp_path / "model" / name).symlink_to(tmp_path / "elsewhere" / name)
+    with pytest.raises((CheckpointError, TokenizerError), match="outside the folder \\(through a symlink\\)"):
+        load_checkpoint(tmp_path / "model")
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ([1, 2], "not a gptdeploy training state \\(bad or missing step, model, optimizer, rng\\)"),
+        ({"step": -1, "model": {}, "optimizer": {}, "rng": torch.zeros(1)}, "bad or missing step"),
+        ({"step": 3, "model": {}, "optimizer": {}}, "bad or missing rng"),
+    ],
+)
+def test_a_training_state_with_the_wrong_content_is_named(tmp_path, state, message):
+    torch.save(state, tmp_path / TRAIN_STATE_FILE)
+    with pytest.raises(CheckpointError, match=f"{message}.*start over with --force"):
+        load_train_state(tmp_path)
+
+
+def test_a_folder_holds_a_checkpoint_once_any_of_its_files_is_there(tmp_path):
+    from gptdeploy.checkpoint import METRICS_FILE, holds_checkpoint
+
+    assert not holds_checkpoint(tmp_path / "new") and not holds_checkpoint(tmp_path)
+    (tmp_path / METRICS_FILE).write_text("")
+    assert holds_checkpoint(tmp_path)

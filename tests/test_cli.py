@@ -117,3 +117,47 @@ def test_bad_input_gives_one_error_line_and_a_nonzero_exit(tmp_path, checkpoint,
     result = run(*[a.format(**paths) if "{" in a else a for a in args], ok=False)
     assert message in error_line(result)
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(checkpoint, monkeypatch):
+    from gptdeploy.runtimes import base
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug\nover two lines")
+
+    monkeypatch.setattr(base, "load_runtime", broken)
+    result = run("generate", checkpoint, "-p", "hi", ok=False)
+    assert error_line(result) == ("Error: unexpected ValueError: a bug over two lines (a bug in gptdeploy: rerun with "
+                                  "`gptdeploy --debug ...` for the traceback and report it)")  # fmt: skip
+    result = run("--debug", "generate", checkpoint, "-p", "hi", ok=False)
+    assert isinstance(result.exception, ValueError)  # --debug lets it through, traceback and all
+
+
+def test_invalid_utf8_prompts_are_one_error_line(checkpoint):
+    """Undecodable argv bytes reach Python as lone surrogates; an undecodable chat line fails to decode."""
+    assert "text is not valid UTF-8: character 3" in error_line(
+        run("generate", checkpoint, "-p", "hi \udcff", ok=False)
+    )
+    result = CliRunner().invoke(main, ["chat", str(checkpoint)], input=b"hello \xfe\n")
+    assert result.exit_code == 1 and "Traceback" not in result.output  # after the "> " prompt, on the same line here
+    assert result.output.count("Error: the line read is not valid UTF-8 (byte 0xfe at 6: invalid start byte)") == 1
+
+
+def test_training_over_a_checkpoint_needs_resume_or_force_and_keeps_it(checkpoint, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(checkpoint, tmp_path / "model")
+    weights = (copy / "model.safetensors").read_bytes()
+    for args in (["train", "--out", copy, "--preset", "tiny"], ["finetune", copy, "--out", copy]):
+        assert "already holds a checkpoint; pass --resume" in error_line(run(*args, "--max-steps", "1", ok=False))
+    assert (copy / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.parametrize("overrides", ["n_layer=100000", "vocab_size=100000000000", "block_size=1000000000"])
+def test_absurd_model_sizes_are_refused_before_any_work(tmp_path, overrides):
+    import time
+
+    started = time.perf_counter()
+    line = error_line(run("train", "--out", tmp_path / "big", "--preset", "small", "--set", overrides, ok=False))
+    assert "needs about" in line and "more than the" in line and time.perf_counter() - started < 5
+    assert not (tmp_path / "big").exists()

@@ -67,7 +67,7 @@ def test_sampled_results_do_not_depend_on_how_the_request_is_split_into_batches(
         ("hi", {"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
         ("hi", {"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
         ("hi", {"stop_strings": ("",)}, "stop strings must be non-empty text"),
-        ("hi", {"stop_token_ids": (1.5,)}, "stop token ids must be integers"),
+        ("hi", {"stop_token_ids": (1.5,)}, "field stop_token_ids must be a tuple of int, got \\(1.5,\\)"),
         ("hi", {"max_new_tokens": "8"}, "field max_new_tokens must be int"),
     ],
 )

@@ -216,3 +216,51 @@ def test_cli_import_hf(llama_folder, tmp_path):
     out = runner.invoke(main, ["import-hf", str(bad), "-o", str(tmp_path / "other")])
     assert out.exit_code == 1 and "Error: unsupported hidden_act='relu'" in out.output
     assert "Traceback" not in out.output and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("location", ["../other/model.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
+def test_an_index_naming_files_outside_the_folder_is_refused_before_reading(llama_folder, tmp_path, location):
+    from gptdeploy.hf_import import import_hf
+
+    folder = edited_copy(llama_folder, tmp_path / "hostile")
+    (tmp_path / "other").mkdir()
+    (folder / "model.safetensors").rename(tmp_path / "other" / "model.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": location}}))
+    with pytest.raises(CheckpointError, match="weight file named in model.safetensors.index.json .*refusing to open"):
+        import_hf(folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hugging_face_cache_snapshot_imports_and_a_symlink_out_of_it_does_not(llama_folder, tmp_path):
+    """Snapshots link their files into ../../blobs: allowed; a link out of the repository: refused."""
+    import os
+
+    from gptdeploy.hf_import import import_hf
+
+    repo = tmp_path / "models--tiny"
+    snapshot = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in llama_folder.iterdir():
+        blob = repo / "blobs" / file.name
+        blob.write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    assert import_hf(snapshot, tmp_path / "imported").parameters > 0
+    (repo / "blobs" / "config.json").unlink()
+    (tmp_path / "elsewhere.json").write_bytes((llama_folder / "config.json").read_bytes())
+    (repo / "blobs" / "config.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(CheckpointError, match="config.json' resolves to .*outside the folder"):
+        import_hf(snapshot, tmp_path / "refused")
+
+
+def test_non_finite_weights_are_refused(llama_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from gptdeploy.hf_import import import_hf
+
+    folder = edited_copy(llama_folder, tmp_path / "nan")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.norm.weight"][0] = float("nan")
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="tensor model.norm.weight holds 1 non-finite values"):
+        import_hf(folder, tmp_path / "out")

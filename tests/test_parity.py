@@ -66,3 +66,47 @@ def test_a_confident_flip_fails(runtime, golden):
     diverging, margin = _diverging_golden(runtime, golden)
     report = check_parity(runtime, diverging, Tolerance(near_tie=margin / 2, **LOOSE_LOGITS))
     assert not report and "diverged at step 0 where the reference was confident" in report.failures[0]
+
+
+class Corrupting:
+    """The real runtime, with one logit of one prefill or decode call replaced: what a broken fp16/int8 graph
+    produces."""
+
+    def __init__(self, runtime, value: float, call: int):
+        self.runtime, self.value, self.call, self.calls = runtime, value, call, 0
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+    def prefill(self, slot, tokens, all_logits=False):
+        return self._corrupt(self.runtime.prefill(slot, tokens, all_logits).copy())
+
+    def decode(self, slots, tokens):
+        return self._corrupt(self.runtime.decode(slots, tokens).copy())
+
+    def _corrupt(self, logits):
+        self.calls += 1
+        if self.calls == self.call:
+            logits.reshape(-1)[logits.size // 2] = self.value
+        return logits
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_one_non_finite_logit_fails_every_budget(runtime, golden, precision, value):
+    from gptdeploy.parity import TOLERANCES
+
+    report = check_parity(Corrupting(runtime, value, call=1), golden, TOLERANCES[precision])
+    assert not report
+    assert "1 teacher-forced logits are NaN or inf" in report.failures
+    assert any(failure.startswith(("max logit diff", "mean KL")) for failure in report.failures), report.failures
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_a_non_finite_logit_while_decoding_fails_too(runtime, golden, precision):
+    """The teacher-forced pass is clean; a NaN in a decode step stops greedy decoding instead of passing."""
+    from gptdeploy.parity import TOLERANCES
+
+    calls = len(golden.prompts) + 2  # past the teacher-forced passes: inside free-running decoding
+    report = check_parity(Corrupting(runtime, math.nan, call=calls), golden, TOLERANCES[precision])
+    assert not report and any("greedy decoding stopped: the model produced 1 non-finite" in f for f in report.failures)

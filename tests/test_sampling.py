@@ -83,3 +83,14 @@ def test_same_seed_same_tokens_and_rows_are_independent_of_the_batch():
 def test_invalid_parameters_are_refused(kwargs, message):
     with pytest.raises(GenerationError, match=message):
         SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_non_finite_logits_are_an_error_not_a_token(value, temperature):
+    from gptdeploy.errors import NonFiniteLogitsError
+
+    logits = np.zeros((1, 8), dtype=np.float32)
+    logits[0, 3] = value
+    with pytest.raises(NonFiniteLogitsError, match="1 non-finite logits \\(NaN or inf\\).*gptdeploy parity"):
+        Sampler(SamplingParams(temperature=temperature), [0]).sample(logits, [0])

@@ -52,3 +52,22 @@ def test_missing_or_corrupt_file_is_a_clear_error(tmp_path):
 def test_too_small_vocabulary_is_refused():
     with pytest.raises(TokenizerError, match="vocab_size must exceed"):
         Tokenizer.train(["abc"], vocab_size=100)
+
+
+@pytest.mark.parametrize("text", ["hi \udcff there", "\ud800", b"bytes", 3])
+def test_text_that_is_not_valid_unicode_is_a_clear_error(tokenizer, text):
+    from gptdeploy.errors import GenerationError
+
+    with pytest.raises(GenerationError, match="text is not valid UTF-8|text must be a str"):
+        tokenizer.encode(text)
+    with pytest.raises(GenerationError, match="text is not valid UTF-8|text must be a str"):
+        tokenizer.encode_batch(["fine", text])
+
+
+def test_a_tokenizer_outside_its_folder_is_not_read(tokenizer, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    tokenizer.save(tmp_path / "elsewhere")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tokenizer.json").symlink_to(tmp_path / "elsewhere" / "tokenizer.json")
+    with pytest.raises(TokenizerError, match="tokenizer 'tokenizer.json' resolves to .*outside the folder"):
+        Tokenizer.load(tmp_path / "model")

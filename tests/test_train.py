@@ -140,3 +140,49 @@ def test_gradient_accumulation_matches_one_big_batch(tokenizer, tmp_path):
     single, accumulated = results
     assert accumulated.val_loss == pytest.approx(single.val_loss, rel=1e-3)
     assert accumulated.train_loss == pytest.approx(single.train_loss, rel=1e-3)
+
+
+def test_a_checkpoint_in_out_is_overwritten_only_with_force_and_continued_only_with_resume(corpus_file, tmp_path):
+    from gptdeploy.checkpoint import METRICS_FILE
+    from gptdeploy.errors import CheckpointError
+
+    (tmp_path / METRICS_FILE).write_text('{"step": 10}\n')
+    with pytest.raises(CheckpointError, match="already holds a checkpoint; pass --resume .* --force to overwrite"):
+        run_pretrain(tmp_path, corpus_file)
+    assert (tmp_path / METRICS_FILE).read_text() == '{"step": 10}\n'
+    short = TrainConfig(**{**RUN.__dict__, "max_steps": 2})
+    pretrain(tmp_path, "tiny", read_documents([corpus_file]), short, progress=False, force=True)
+    assert read_config(tmp_path)[1]["step"] == 2
+
+
+def test_resuming_from_a_training_state_with_the_wrong_content_is_a_clear_error(corpus_file, tokenizer, tmp_path):
+    from gptdeploy.checkpoint import TRAIN_STATE_FILE, save_checkpoint
+    from gptdeploy.errors import CheckpointError
+    from tests.helpers import tiny_model
+
+    save_checkpoint(tmp_path, tiny_model(), tokenizer)
+    state = {"step": 3, "model": {"wte.weight": torch.zeros(2, 2)}, "optimizer": {}, "rng": torch.get_rng_state()}
+    torch.save(state, tmp_path / TRAIN_STATE_FILE)
+    with pytest.raises(CheckpointError, match="train_state.pt does not fit this model and optimizer \\(Error"):
+        run_pretrain(tmp_path, corpus_file, resume=True)
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path, caplog):
+    from gptdeploy.train import MetricsLog, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10, "train_loss": 3.0}\n{"step": 20, "train_loss": 2.5}\n{"step": 30, "trai')
+    assert [r["step"] for r in read_metrics(path)] == [10, 20]
+    assert "dropping its last line, cut short" in caplog.text
+    MetricsLog(path, enabled=True, resume_step=20)
+    assert path.read_text() == '{"step": 10, "train_loss": 3.0}\n{"step": 20, "train_loss": 2.5}\n'
+
+
+def test_a_corrupt_metrics_line_before_the_last_is_named(tmp_path):
+    from gptdeploy.errors import DataError
+    from gptdeploy.train import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10}\nnot json\n{"step": 30}\n')
+    with pytest.raises(DataError, match="metrics.jsonl line 2 is corrupt"):
+        read_metrics(path)

@@ -1,13 +1,16 @@
 """`gptdeploy <verb>`: each command parses its options, calls one library function and renders text or --json.
 
-Results go to stdout, progress to stderr. A `GptDeployError` becomes `Error: ...` and exit code 1, in one place.
-The commands live in one module per area; this module is the group that holds them.
+Results go to stdout, progress to stderr. Every failure becomes one `Error: ...` line and exit code 1, in one
+place (`TranslatingGroup`): a `GptDeployError` says what was wrong and the fix; anything else is a bug in gptdeploy
+and says so. No traceback is printed unless `gptdeploy --debug` asks for one. The commands live in one module per
+area; this module is the group that holds them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 import click
 
@@ -30,18 +33,35 @@ from gptdeploy.errors import GptDeployError
 
 
 class TranslatingGroup(click.Group):
-    """Turns library errors into one-line CLI errors instead of tracebacks."""
+    """Turns every error into one `Error: ...` line instead of a traceback (kept with --debug)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except GptDeployError as error:
-            raise click.ClickException(str(error)) from error
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            raise click.ClickException(one_line(str(error))) from error
+        except MemoryError as error:
+            raise click.ClickException("out of memory; choose a smaller model, batch or context") from error
+        except Exception as error:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(f"unexpected {type(error).__name__}: {one_line(str(error))} (a bug in "
+                                       "gptdeploy: rerun with `gptdeploy --debug ...` for the traceback and report "
+                                       "it)") from error  # fmt: skip
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 @click.group(cls=TranslatingGroup)
 @click.version_option(__version__, prog_name="gptdeploy")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error (and let unexpected ones through).")
+def main(debug: bool) -> None:
     """Train a small GPT, export it, and run it on PyTorch, ONNX Runtime and TensorRT behind one API."""
     show_progress_logs()
 

@@ -75,11 +75,16 @@ def chat_command(model, template, backend, device, precision, artifact, max_slot
 
 def typed_lines() -> Iterator[str]:
     """Lines from the user until an empty line or the end of input (Ctrl-D), which both end the chat quietly."""
+    from gptdeploy.errors import GenerationError
+
     while True:
         try:
             line = click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True).strip()
         except click.exceptions.Abort:
             return
+        except UnicodeDecodeError as error:
+            raise GenerationError(f"the line read is not valid UTF-8 (byte 0x{error.object[error.start]:02x} at "
+                                  f"{error.start}: {error.reason}); type UTF-8 text") from error  # fmt: skip
         if not line:
             return
         yield line

@@ -23,6 +23,7 @@ def training_options(command: Callable) -> Callable:
         click.option("--seed", type=int, help="Seed for initialization and batch order."),
         click.option("--compile", "compile_", is_flag=True, help="Use torch.compile (pays off on GPU)."),
         click.option("--resume", is_flag=True, help="Continue from the training state in --out."),
+        click.option("--force", is_flag=True, help="Overwrite a checkpoint already in --out."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document."),
     ]
@@ -79,7 +80,8 @@ def data_command(out_dir: Path, seed: int) -> None:
 @click.option("--set", "model_settings", multiple=True, metavar="FIELD=VALUE",
               help="Change a model config field of the preset, e.g. --set n_head=8 --set positions=rope.")  # fmt: skip
 @training_options
-def train_command(out_dir: Path, preset: str, sources, model_settings, resume, device, as_json, compile_, **values):
+def train_command(out_dir: Path, preset: str, sources, model_settings, resume, force, device, as_json, compile_,
+                  **values):  # fmt: skip
     """Pretrain a tokenizer and a model on text (the shipped corpus unless --data is given).
 
     Example: gptdeploy train --out runs/pretrain --preset small --max-minutes 8
@@ -93,7 +95,7 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, resume, d
     overrides = dict(parse_setting(setting) for setting in model_settings)
     documents = read_documents(sources) if sources else generate_corpus().documents
     data = ", ".join(map(str, sources)) or "shipped corpus"
-    result = pretrain(out_dir, preset, documents, config, overrides, resume, device, data=data)
+    result = pretrain(out_dir, preset, documents, config, overrides, resume, device, data=data, force=force)
     if is_main_process():  # under torchrun, one report rather than one per rank
         emit(asdict(result), as_json, describe_training)
 
@@ -104,7 +106,7 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, resume, d
 @click.option("--data", "train_file", type=click.Path(path_type=Path), help="Training pairs (JSONL).")
 @click.option("--heldout", "heldout_file", type=click.Path(path_type=Path), help="Held-out pairs (JSONL).")
 @training_options
-def finetune_command(base, out_dir, train_file, heldout_file, resume, device, as_json, compile_, **values):
+def finetune_command(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, **values):
     """Fine-tune a checkpoint on prompt/completion pairs and report held-out exact match.
 
     Example: gptdeploy finetune runs/pretrain --out runs/finetune
@@ -120,7 +122,7 @@ def finetune_command(base, out_dir, train_file, heldout_file, resume, device, as
     examples = generate_tasks() if shipped else (read_pairs(train_file), read_pairs(heldout_file))
     config = make_train_config(FINETUNE_DEFAULTS, compile_, **values)
     tasks = SHIPPED_TASKS if shipped else str(train_file)
-    result = finetune(base, out_dir, examples, config, resume, device, tasks=tasks)
+    result = finetune(base, out_dir, examples, config, resume, device, tasks=tasks, force=force)
     if result.heldout is None:  # a rank other than 0 under torchrun
         return
     data = {**asdict(result.train), "heldout": result.heldout.to_dict()}

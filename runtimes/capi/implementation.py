@@ -25,6 +25,7 @@ from gptdeploy.errors import (
     BundleError,
     CheckpointError,
     GptDeployError,
+    NonFiniteLogitsError,
     TokenizerError,
 )
 from gptdeploy.runtimes.base import Runtime, load_runtime
@@ -46,7 +47,7 @@ def status_of(error: GptDeployError) -> str:
     """The gd_status a library error becomes."""
     if isinstance(error, BackendError):
         return "GD_E_BACKEND"
-    if isinstance(error, (BundleError, CheckpointError, TokenizerError)):
+    if isinstance(error, (BundleError, CheckpointError, TokenizerError, NonFiniteLogitsError)):
         return "GD_E_BAD_MODEL"
     return "GD_E_INVALID_ARGUMENT"  # GenerationError (sampling parameters, prompts) and the rest
 

@@ -47,3 +47,41 @@ def test_every_model_family_exports_with_passing_parity(tmp_path, tokenizer, var
     assert result.parity.max_rel_logit_diff <= 1e-4 and result.parity.greedy_identical == result.parity.prompts
     stored = load_bundle(tmp_path / "bundle").artifact("onnx", "fp32").details.parity
     assert stored["passed"] and stored["max_abs_logit_diff"] == result.parity.max_abs_logit_diff
+
+
+def test_a_bundle_is_never_written_over_its_own_checkpoint(checkpoint):
+    from gptdeploy.export.pipeline import export_bundle
+
+    for target in (checkpoint, checkpoint.parent):
+        with pytest.raises(ExportError, match="holds the checkpoint .* would delete the checkpoint"):
+            export_bundle(checkpoint, target, tasks=False, force=True)
+    assert (checkpoint / "model.safetensors").is_file()
+
+
+def test_a_transform_that_fails_inside_a_library_is_an_export_error_and_changes_nothing(bundle_dir, tmp_path):
+    import shutil
+
+    from gptdeploy.export.pipeline import Stage, add_stage
+
+    def broken(source, target):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model failed\nstack")
+
+    bundle = shutil.copytree(bundle_dir, tmp_path / "bundle")
+    before = sorted(p.name for p in bundle.iterdir())
+    stage = Stage("onnx-broken", "onnx", "fp32", broken, {})
+    message = r"onnx-broken could not be made from model.onnx \(RuntimeError: \[ONNXRuntimeError\] .* stack\)"
+    with pytest.raises(ExportError, match=message):
+        add_stage(bundle, stage, tasks=False)
+    assert sorted(p.name for p in bundle.iterdir()) == before
+
+
+@pytest.mark.parametrize("name", ["x/../../../victim", "../escape", "a.b"])
+def test_an_artifact_name_that_would_leave_the_bundle_is_refused(bundle_dir, tmp_path, name):
+    import shutil
+
+    from gptdeploy.export.quantize import quantize_bundle
+
+    bundle = shutil.copytree(bundle_dir, tmp_path / "bundle")
+    with pytest.raises(ExportError, match="is not allowed: use 1-100 letters"):
+        quantize_bundle(bundle, "int8", name=name, tasks=False)
+    assert not (tmp_path / "victim").exists() and not (tmp_path / "escape").exists()

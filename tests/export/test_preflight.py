@@ -200,17 +200,17 @@ def test_versions():
 
 
 def test_cli_reports_each_artifact_and_exits_1_on_problems(exported, tmp_path):
-    from gptdeploy.bundle import Artifact, add_artifact, folder_files, staged_folder
+    from gptdeploy.bundle import Artifact
+    from gptdeploy.bundle_write import install_artifact, staged_folder
     from gptdeploy.cli import main
 
     bundle = shutil.copytree(exported, tmp_path / "bundle")
-    with staged_folder(bundle, "decoder-contrib") as staging:
+    with staged_folder(bundle) as staging:
         node = helper.make_node("BiasGelu", ["x", "x"], ["y"], "bias_gelu_0", domain="com.microsoft")
         graph = helper.make_graph([node], "g", [value("x")], [value("y")])
         imports = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
         onnx.save(helper.make_model(graph, opset_imports=imports), staging / "model.onnx")
-    files = folder_files(bundle, "decoder-contrib")
-    add_artifact(bundle, Artifact("onnx-contrib", "onnx", "fp32", "decoder-contrib/model.onnx", files, 18))
+        install_artifact(bundle, staging, Artifact("onnx-contrib", "onnx", "fp32", "model.onnx", {}, 18))
 
     result = CliRunner().invoke(main, ["check", str(bundle), "--trt-version", "10.3", "--json"])
     assert result.exit_code == 1, result.output

@@ -188,7 +188,9 @@ def test_force_replaces_an_artifact_of_the_same_name(bundle, quantize):
     quantize(bundle, "int4", tolerance=LOOSE, name="onnx-small", force=True)
     names = [(a.name, a.precision) for a in load_bundle(bundle).artifacts]
     assert names == [("onnx-fp32", "fp32"), ("onnx-small", "int4")]
-    assert sorted(p.name for p in bundle.iterdir() if p.is_dir()) == ["decoder-fp32", "decoder-small"]
+    # the int4 version got a folder of its own while the int8 one stayed valid; the int8 folder went after the commit
+    assert load_bundle(bundle).artifact(name="onnx-small").path == "decoder-small.2/model.onnx"
+    assert sorted(p.name for p in bundle.iterdir() if p.is_dir()) == ["decoder-fp32", "decoder-small.2"]
 
 
 def test_task_accuracy_is_held_to_the_budget_against_pytorchs(bundle, quantize, heldout):

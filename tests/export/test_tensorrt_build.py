@@ -80,7 +80,8 @@ def bundle(tmp_path_factory, tokenizer):
     import onnx
     from onnx import TensorProto, helper
 
-    from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, add_artifact, sha256_file, write_manifest
+    from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, sha256_file, write_manifest
+    from gptdeploy.bundle_write import add_artifact
 
     root = tmp_path_factory.mktemp("build") / "bundle"
     (root / "decoder").mkdir(parents=True)

@@ -112,7 +112,7 @@ def test_engines_of_the_qwen_options_match_pytorch(tmp_path, tokenizer, variant)
 
     save_checkpoint(tmp_path / "checkpoint", tiny_model(seed=5, **MODEL_VARIANTS[variant]), tokenizer)
     bundle = export_bundle(tmp_path / "checkpoint", tmp_path / "bundle", tasks=False).bundle
-    artifact = build_engine(bundle, max_batch=8)
+    artifact = build_engine(bundle)
     with TorchRuntime.load(tmp_path / "checkpoint", device="cuda") as reference:
         golden = compute_golden(reference)
     with open_engine(bundle, artifact) as runtime:

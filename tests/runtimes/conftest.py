@@ -10,35 +10,16 @@ import shutil
 
 import pytest
 
-from gptdeploy.checkpoint import save_checkpoint
 from gptdeploy.runtimes.base import load_runtime
-from tests.helpers import tiny_model
 
-# name -> (backend, artifact or None, modules it needs, fixture giving the folder it opens)
+# name -> (backend, artifact or None, modules it needs, fixture giving the folder it opens; checkpoint_dir and
+# bundle_dir: tests/conftest.py)
 RUNTIMES = {
     "torch": ("torch", None, ("torch",), "checkpoint_dir"),
     "onnxruntime": ("onnxruntime", "onnx-fp32", ("onnxruntime", "onnxscript"), "bundle_dir"),
     "onnxruntime-slots": ("onnxruntime", "onnx-fused-ort", ("onnxruntime", "onnxscript"), "bundle_dir"),
     "tensorrt": ("tensorrt", "tensorrt-fp32", ("tensorrt", "onnxscript"), "engine_bundle_dir"),
 }
-
-
-@pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("tiny-checkpoint")
-    save_checkpoint(path, tiny_model(seed=1), tokenizer, {"stage": "pretrain"})
-    return path
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory, checkpoint_dir):
-    from gptdeploy.export.fusion import optimize_bundle
-    from gptdeploy.export.pipeline import export_bundle
-
-    path = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
-    export_bundle(checkpoint_dir, path, tasks=False)
-    optimize_bundle(path, "onnxruntime")  # the slot graph, onnx-fused-ort
-    return path
 
 
 @pytest.fixture(scope="session")

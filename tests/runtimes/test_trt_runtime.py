@@ -78,14 +78,17 @@ def test_without_a_cuda_library_the_error_says_what_to_install():
 @pytest.fixture
 def engine_bundle(bundle_dir, tmp_path):
     """The tiny bundle with a registered engine artifact: loading must fail on TensorRT before reading it."""
-    from gptdeploy.bundle import Artifact, ArtifactDetails, add_artifact, folder_files, staged_folder
+    from gptdeploy.bundle import Artifact, ArtifactDetails, load_bundle
+    from gptdeploy.bundle_write import install_artifact, staged_folder
 
     bundle = shutil.copytree(bundle_dir, tmp_path / "bundle")
-    with staged_folder(bundle, "engine-fp32") as staging:
+    parity = load_bundle(bundle).artifact(name="onnx-fp32").details.parity
+    details = ArtifactDetails("onnx-fp32", RECIPE, {**parity, "backend": "tensorrt"})
+    with staged_folder(bundle) as staging:
         (staging / "model.plan").write_bytes(b"an engine is only read once TensorRT is there")
-    files = folder_files(bundle, "engine-fp32")
-    details = ArtifactDetails("onnx-fp32", RECIPE, {"passed": True})
-    add_artifact(bundle, Artifact("tensorrt-fp32", "tensorrt", "fp32", "engine-fp32/model.plan", files, None, details))
+        install_artifact(
+            bundle, staging, Artifact("tensorrt-fp32", "tensorrt", "fp32", "model.plan", {}, None, details)
+        )
     return bundle
 
 
