@@ -192,7 +192,7 @@ ROWS = {
     "hf-eager": Row("transformers eager", row_hf_eager, ("hf",)),
     "genai-fp32": Row("onnxruntime-genai fp32", _genai_row("genai-fp32"), ("genai-fp32",)),
     "genai-int4": Row("onnxruntime-genai int4", _genai_row("genai-int4"), ("genai-int4",)),
-    "genai-bundle": Row("onnxruntime-genai on our fp32 bundle", _genai_row("bundle"), ("genai-bundle",)),
+    "genai-bundle": Row("onnxruntime-genai on our slot graph", _genai_row("bundle/decoder-fused-ort"), ("fused",)),
     "llamacpp-f32": Row(
         "llama.cpp f32, f32 KV cache", _llama_cpp_row("model-f32.gguf", {"type_k": 0, "type_v": 0}), ("gguf-f32",)
     ),
@@ -295,12 +295,6 @@ def _prepare_hf(work: Path, args: argparse.Namespace) -> None:
     export_hf(work / "checkpoint", work / "hf")  # Llama for the Llama shapes, GPT-2 for gpt2-124m
 
 
-def _prepare_genai_bundle(work: Path, args: argparse.Namespace) -> None:
-    from gptdeploy.export.genai_config import write_bundle_genai_config
-
-    write_bundle_genai_config(work / "bundle")
-
-
 @dataclass(frozen=True)
 class Step:
     run: Callable[[Path, argparse.Namespace], None]
@@ -325,7 +319,6 @@ PREPARE = {
     "hf": Step(_prepare_hf, ("checkpoint",), lambda w: (w / "hf" / "config.json").is_file()),
     "genai-fp32": Step(_builder("fp32"), ("hf",), lambda w: (w / "genai-fp32" / "genai_config.json").is_file()),
     "genai-int4": Step(_builder("int4"), ("hf",), lambda w: (w / "genai-int4" / "genai_config.json").is_file()),
-    "genai-bundle": Step(_prepare_genai_bundle, ("bundle",), lambda w: (w / "bundle" / "genai_config.json").is_file()),
     "gguf-f32": Step(_gguf("f32"), ("hf",), lambda w: (w / "model-f32.gguf").is_file()),
     "gguf-q8_0": Step(_gguf("q8_0"), ("hf",), lambda w: (w / "model-q8_0.gguf").is_file()),
 }

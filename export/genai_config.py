@@ -1,11 +1,20 @@
-"""`genai_config.json` for a bundle, so onnxruntime-genai runs the bundle's decoder graphs as they are.
+"""onnxruntime-genai files for an ONNX artifact, so `og.Model(BUNDLE/ARTIFACT_FOLDER)` runs it as it is.
 
 onnxruntime-genai treats a folder as a model when it holds `genai_config.json` (model type, the decoder graph's file
 and IO names with per-layer `%d` templates, head counts, context length, special token ids, search defaults) and,
-for its tokenizer, `tokenizer.json` + `tokenizer_config.json`. Our graphs already use the IO names its model builder
-uses, with a past-in / present-out cache that grows by concatenation (`past_present_share_buffer` false), so the
-config only describes them. The config names one graph: the bundle's fp32 one by default; another artifact's graph
-is chosen by writing the config for it, or at load time with `onnxruntime_genai.Config.overlay`.
+for its tokenizer, `tokenizer.json` + `tokenizer_config.json`. The stage runner writes them into every ONNX
+artifact's folder, so they are hashed with the artifact's other files.
+
+Our two graph forms map onto genai's two cache layouts:
+  - the exported graph (past in, present out, grown by concatenation) is described as it is, with
+    `past_present_share_buffer` false;
+  - the slot graph (GroupQueryAttention over a buffer the size of the context, rows given by `seqlens_k` and
+    `total_sequence_length`) gets a small wrapper graph, `model.genai.onnx`, that computes those two from genai's
+    `attention_mask` and asks for every position's logits; it shares the artifact's weight file, and genai runs it
+    with `past_present_share_buffer` true, as it runs its own builder's graphs.
+
+genai batches must be right-padded with the pad token: the slot graph takes a row's length from its mask, so right
+padding leaves each row as it is alone, while left padding shifts a row's positions.
 """
 
 from __future__ import annotations
@@ -13,28 +22,31 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gptdeploy.bundle import load_bundle
-from gptdeploy.bundle_write import rehash_shared_files
 from gptdeploy.config import GPTConfig
-from gptdeploy.errors import ExportError
 from gptdeploy.fileio import atomic_write_json
 from gptdeploy.graph_contract import (
     ATTENTION_MASK,
+    GRAPH_FILE,
     INPUT_IDS,
     LOGITS,
+    LOGITS_TO_KEEP,
     PAST_KEY,
     PAST_VALUE,
     POSITION_IDS,
     PRESENT_KEY,
     PRESENT_VALUE,
+    SEQLENS_K,
+    TOTAL_SEQUENCE_LENGTH,
     input_names,
     output_names,
+    slot_input_names,
 )
-from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Tokenizer
+from gptdeploy.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 GENAI_CONFIG_FILE = "genai_config.json"
+GENAI_GRAPH_FILE = "model.genai.onnx"  # the slot graph's wrapper for onnxruntime-genai
 MODEL_TYPE = "decoder"  # onnxruntime-genai's type for a generic decoder-only LLM with these IO names
 
 
@@ -43,8 +55,14 @@ def _template(name: str) -> str:
     return name.replace("{}", "%d")
 
 
-def genai_config(config: GPTConfig, tokenizer: Tokenizer, graph: str) -> dict:
-    """The config document for `graph` (a path relative to the bundle); greedy search by default, like ours."""
+def genai_config(config: GPTConfig, tokenizer: Tokenizer, graph: str, shared_buffer: bool) -> dict:
+    """The config document for `graph` (a file in the same folder); greedy search by default, like ours.
+    `shared_buffer`: the graph writes the cache in place (the slot graph's wrapper) instead of returning past + new.
+    """
+    inputs = {"input_ids": INPUT_IDS, "attention_mask": ATTENTION_MASK, "position_ids": POSITION_IDS,
+              "past_key_names": _template(PAST_KEY), "past_value_names": _template(PAST_VALUE)}  # fmt: skip
+    if shared_buffer and config.positions != "learned":
+        del inputs["position_ids"]  # rotary positions come from the lengths inside the graph
     return {
         "model": {
             "type": MODEL_TYPE,
@@ -61,13 +79,7 @@ def genai_config(config: GPTConfig, tokenizer: Tokenizer, graph: str) -> dict:
                 "num_attention_heads": config.n_head,
                 "num_key_value_heads": config.kv_heads,
                 "num_hidden_layers": config.n_layer,
-                "inputs": {
-                    "input_ids": INPUT_IDS,
-                    "attention_mask": ATTENTION_MASK,
-                    "position_ids": POSITION_IDS,
-                    "past_key_names": _template(PAST_KEY),
-                    "past_value_names": _template(PAST_VALUE),
-                },
+                "inputs": inputs,
                 "outputs": {
                     "logits": LOGITS,
                     "present_key_names": _template(PRESENT_KEY),
@@ -81,7 +93,7 @@ def genai_config(config: GPTConfig, tokenizer: Tokenizer, graph: str) -> dict:
             "min_length": 0,
             "num_beams": 1,
             "num_return_sequences": 1,
-            "past_present_share_buffer": False,  # our graphs return past + new, they do not write in place
+            "past_present_share_buffer": shared_buffer,
             "temperature": 1.0,
             "top_k": 50,
             "top_p": 1.0,
@@ -94,43 +106,58 @@ def genai_config(config: GPTConfig, tokenizer: Tokenizer, graph: str) -> dict:
     }
 
 
-def check_graph_io(graph_path: Path, n_layer: int) -> None:
-    """The graph must have exactly the IO names the config promises, else onnxruntime-genai fails at run time."""
+def slot_graph_wrapper(model):
+    """The slot graph (an onnx.ModelProto, weights left external) taking genai's `attention_mask` [B, T] instead of
+    `seqlens_k` (each row's mask sum - 1) and `total_sequence_length` (T), with logits for every position. Changes
+    `model` in place and returns it."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    derived = {SEQLENS_K, TOTAL_SEQUENCE_LENGTH, LOGITS_TO_KEEP}
+    kept = [value for value in graph.input if value.name not in derived]
+    mask = helper.make_tensor_value_info(ATTENTION_MASK, TensorProto.INT64, ["batch", "total_sequence"])
+    prefix = "genai_wrapper/"
+    nodes = [
+        helper.make_node("ReduceSum", [ATTENTION_MASK, f"{prefix}axis"], [f"{prefix}lengths"], keepdims=0),
+        helper.make_node("Sub", [f"{prefix}lengths", f"{prefix}one"], [f"{prefix}last"]),
+        helper.make_node("Cast", [f"{prefix}last"], [SEQLENS_K], to=TensorProto.INT32),
+        helper.make_node("Shape", [ATTENTION_MASK], [f"{prefix}total"], start=1, end=2),
+        helper.make_node("Squeeze", [f"{prefix}total"], [f"{prefix}total_scalar"]),
+        helper.make_node("Cast", [f"{prefix}total_scalar"], [TOTAL_SEQUENCE_LENGTH], to=TensorProto.INT32),
+        helper.make_node("Shape", [INPUT_IDS], [LOGITS_TO_KEEP], start=1, end=2),  # every position
+    ]
+    graph.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), f"{prefix}axis"),
+                              numpy_helper.from_array(np.array(1, np.int64), f"{prefix}one")])  # fmt: skip
+    body = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *body])
+    del graph.input[:]
+    graph.input.extend([kept[0], mask, *kept[1:]])
+    return model
+
+
+def write_genai_files(folder: Path, config: GPTConfig, tokenizer: Tokenizer) -> list[Path]:
+    """Write into an ONNX artifact's folder what onnxruntime-genai needs to run its `model.onnx`: the config, the
+    tokenizer files and, for a slot graph, its wrapper. Returns the files written; none for a graph of neither form.
+    """
     import onnx
 
-    model = onnx.load(str(graph_path), load_external_data=False)
+    model = onnx.load(str(folder / GRAPH_FILE), load_external_data=False)
     inputs = [value.name for value in model.graph.input]
     outputs = [value.name for value in model.graph.output]
-    if sorted(inputs) != sorted(input_names(n_layer)) or sorted(outputs) != sorted(output_names(n_layer)):
-        raise ExportError(f"{graph_path} does not have gptdeploy's decoder IO names (inputs {inputs[:4]}..., outputs "
-                          f"{outputs[:2]}...); onnxruntime-genai could not feed it")  # fmt: skip
-
-
-def write_genai_config(bundle_dir: str | Path, config: GPTConfig, tokenizer: Tokenizer, graph: str) -> list[Path]:
-    """Write genai_config.json (for `graph`, relative to the bundle) and the tokenizer_config.json that
-    onnxruntime-genai's tokenizer needs next to tokenizer.json; returns the files written."""
-    bundle_dir = Path(bundle_dir)
-    if not (bundle_dir / graph).is_file():
-        raise ExportError(f"{bundle_dir} has no graph {graph} to describe in {GENAI_CONFIG_FILE}")
-    if not (bundle_dir / TOKENIZER_FILE).is_file():
-        raise ExportError(f"{bundle_dir} has no {TOKENIZER_FILE}; onnxruntime-genai needs it next to the config")
-    check_graph_io(bundle_dir / graph, config.n_layer)
-    written = [
-        atomic_write_json(bundle_dir / SPECIAL_TOKENS_FILE, tokenizer.special_tokens_config()),
-        atomic_write_json(bundle_dir / GENAI_CONFIG_FILE, genai_config(config, tokenizer, graph)),
-    ]
-    logger.info("wrote %s for %s", GENAI_CONFIG_FILE, graph)
-    return written
-
-
-def write_bundle_genai_config(bundle_dir: str | Path, artifact: str = "onnx-fp32") -> list[Path]:
-    """The same for a finished bundle: its config, its tokenizer and the graph of the artifact named `artifact`."""
-    bundle = load_bundle(bundle_dir)
-    chosen = next((a for a in bundle.artifacts if a.name == artifact), None)
-    if chosen is None or chosen.kind != "onnx":
-        onnx_names = ", ".join(a.name for a in bundle.artifacts if a.kind == "onnx") or "none"
-        raise ExportError(f"{bundle_dir} has no ONNX artifact {artifact!r} (it has: {onnx_names})")
-    tokenizer = Tokenizer.load(bundle.file(TOKENIZER_FILE))
-    written = write_genai_config(bundle.path, bundle.config, tokenizer, chosen.path)
-    rehash_shared_files(bundle.path)
+    if outputs != output_names(config.n_layer):
+        return []
+    if inputs == input_names(config.n_layer):
+        graph, shared = GRAPH_FILE, False
+        written = []
+    elif inputs == slot_input_names(config.n_layer, config.positions == "learned"):
+        graph, shared = GENAI_GRAPH_FILE, True
+        onnx.save(slot_graph_wrapper(model), str(folder / GENAI_GRAPH_FILE))  # the weights stay in GRAPH_FILE.data
+        written = [folder / GENAI_GRAPH_FILE]
+    else:
+        return []
+    written += tokenizer.save_for_interchange(folder)
+    written.append(atomic_write_json(folder / GENAI_CONFIG_FILE, genai_config(config, tokenizer, graph, shared)))
+    logger.debug("wrote %s for %s", GENAI_CONFIG_FILE, folder / graph)
     return written

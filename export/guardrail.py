@@ -33,6 +33,7 @@ class Step:
     parity: ParityReport
     accuracy: float | None
     failures: list[str]
+    transformed: bool = True  # False: the candidate holds none of its stage's marker ops (it is the source graph)
 
     def __bool__(self) -> bool:
         return not self.failures
@@ -102,7 +103,7 @@ def _measure(stage: Stage, candidate: Path, kept: list[str], judge: Judge) -> St
         return step
     unchanged = (f"the graph has none of {', '.join(stage.marker_ops)}: nothing was transformed"
                  + (f" (kept in fp32: {', '.join(kept)})" if kept else ""))  # fmt: skip
-    return Step(step.kept_fp32, step.parity, step.accuracy, [*step.failures, unchanged])
+    return Step(step.kept_fp32, step.parity, step.accuracy, [*step.failures, unchanged], transformed=False)
 
 
 def _target(workdir: Path, folder: str, file_name: str) -> Path:
@@ -117,6 +118,9 @@ def _verdict(step: Step) -> str:
 
 def failure_message(label: str, steps: list[Step]) -> str:
     """Why nothing was kept: the last candidate's failures and, after a sweep, the best candidate measured."""
+    if not any(step.transformed for step in steps):
+        return (f"{label} changed nothing: {steps[-1].failures[-1]} in any of the {len(steps)} candidates tried; "
+                "the bundle is unchanged")  # fmt: skip
     message = f"{label} missed its budget against the PyTorch reference: {'; '.join(steps[-1].failures)}"
     if len(steps) > 1:
         best = max(steps, key=lambda step: (step.parity.top1_agreement, -step.parity.mean_kl))

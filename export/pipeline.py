@@ -38,6 +38,7 @@ from gptdeploy.bundle_write import WORK_PREFIX, install_artifact, staged_folder,
 from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example, generate_tasks
 from gptdeploy.errors import ExportError, GptDeployError
 from gptdeploy.evaluate import exact_match
+from gptdeploy.export.genai_config import write_genai_files
 from gptdeploy.export.guardrail import Step, failure_message, search
 from gptdeploy.export.op_counts import count_ops
 from gptdeploy.fileio import crash_point, folder_lock, replace_folder, staging_folder
@@ -46,6 +47,7 @@ from gptdeploy.graph_contract import DEFAULT_OPSET, ENGINE_FILE, GRAPH_FILE
 from gptdeploy.parity import TOLERANCES, Tolerance, check_parity
 from gptdeploy.paths import check_name
 from gptdeploy.runtimes.base import open_artifact
+from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
@@ -153,6 +155,8 @@ def add_stage(
                     raise ExportError(failure_message(stage.label or stage.name, found.steps))
                 for path in found.file.parent.iterdir():
                     path.replace(staging / path.name)
+                if stage.kind == "onnx":
+                    write_genai_files(staging, bundle.config, Tokenizer.load(bundle.path))
                 crash_point(f"staged {stage.name}")
             artifact = _describe(stage, origin, staging, found, judge, time.perf_counter() - started)
             artifact = install_artifact(bundle.path, staging, artifact, replace_existing=force)
@@ -279,7 +283,6 @@ def export_bundle(
     held-out set and corpus). With `force`, an existing bundle is replaced only once the new one is complete.
     """
     from gptdeploy.checkpoint import load_checkpoint
-    from gptdeploy.export.genai_config import write_bundle_genai_config
     from gptdeploy.runtimes.torch_runtime import TorchRuntime
 
     bundle = Path(bundle)
@@ -300,7 +303,6 @@ def export_bundle(
                        {"checkpoint": str(loaded.path), "task_accuracy": accuracy})  # fmt: skip
         stage = export_stage(loaded.model, str(loaded.path), opset)
         result = add_stage(staging, stage, None, tasks=heldout is not None, heldout=heldout)
-        write_bundle_genai_config(staging, result.artifact.name)
         if bundle.exists() and not force:
             raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
         try:

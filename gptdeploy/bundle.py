@@ -28,9 +28,9 @@ FORMAT = "gptdeploy-bundle"
 FORMAT_VERSION = 2  # 2: typed artifact details, the reference accuracy at the top, decoder-fp32/ for the export
 MANIFEST_FILE = "manifest.json"
 GOLDEN_FILE = "golden.npz"
-# Shared files a bundle may also hold: onnxruntime-genai's config for one of its graphs, and the special-token names
-# Hugging Face tools (and onnxruntime-genai's tokenizer) read next to tokenizer.json.
-OPTIONAL_FILES = ("genai_config.json", "tokenizer_config.json")
+# A shared file a bundle may also hold: the special-token names Hugging Face tools read next to tokenizer.json (an
+# imported tokenizer's; onnxruntime-genai's files live in each ONNX artifact's folder, see export/genai_config.py).
+OPTIONAL_FILES = ("tokenizer_config.json",)
 REEXPORT = "re-export it with `gptdeploy export CHECKPOINT -o BUNDLE`"
 # What readers of a recorded parity report rely on (the numbers `gptdeploy inspect` shows and the verdict)
 PARITY_FIELDS = {"precision": str, "passed": bool, "failures": list[str], "max_abs_logit_diff": float,

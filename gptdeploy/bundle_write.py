@@ -174,7 +174,7 @@ def add_artifact(bundle_dir: str | Path, artifact: Artifact, replace_existing: b
 
 
 def rehash_shared_files(bundle_dir: str | Path) -> Bundle:
-    """Record the shared files again after one was rewritten on purpose (e.g. genai_config.json re-pointed)."""
+    """Record the shared files again after one was rewritten on purpose."""
     with writing(bundle_dir):
         bundle = load_bundle(bundle_dir, verify=False)
         manifest = {key: value for key, value in bundle.manifest.items() if key != "checksum"}

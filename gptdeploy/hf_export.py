@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptdeploy.errors import ExportError
-from gptdeploy.fileio import atomic_write_json, atomic_write_text, replace_folder, staging_folder
+from gptdeploy.fileio import atomic_write_json, replace_folder, staging_folder
 from gptdeploy.hf_config import ARCHITECTURES, choose_family, config_to_hf
 from gptdeploy.hf_tensors import scatter
-from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Tokenizer
 from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
@@ -27,25 +26,6 @@ class HfExportResult:
     folder: Path
     family: str
     files: tuple[str, ...]
-
-
-def hf_tokenizer_json(tokenizer: Tokenizer) -> str:
-    """tokenizer.json for transformers.
-
-    A tokenizer without a post-processor (gptdeploy's own) gets one that puts bos first, so transformers'
-    `tokenizer(text)` gives the ids gptdeploy feeds the model; an imported one keeps the post-processor it came with.
-    """
-    from tokenizers import Tokenizer as BackendTokenizer
-    from tokenizers import processors
-
-    if tokenizer.backend.post_processor is not None:
-        return tokenizer.backend.to_str()
-    backend = BackendTokenizer.from_str(tokenizer.backend.to_str())  # a copy: the caller's tokenizer is unchanged
-    bos = tokenizer.special_tokens["bos"]
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.bos_id)]
-    )
-    return backend.to_str()
 
 
 @checked_arguments(ExportError)
@@ -77,8 +57,7 @@ def export_hf(
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         atomic_write_json(staging / "config.json", hf_config)
         atomic_write_json(staging / "generation_config.json", {**special, "do_sample": False})
-        atomic_write_text(staging / TOKENIZER_FILE, hf_tokenizer_json(tokenizer))
-        atomic_write_json(staging / SPECIAL_TOKENS_FILE, tokenizer.special_tokens_config())
+        tokenizer.save_for_interchange(staging)
         files = tuple(sorted(p.name for p in staging.iterdir()))
         try:
             replace_folder(staging, folder)

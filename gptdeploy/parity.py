@@ -59,7 +59,8 @@ class ParityReport:
     prompts: int
     divergences: list[dict]  # {prompt, step, reference_margin, near_tie}
     cache_vs_recompute_max_diff: float
-    batch_matches_single: bool
+    batch_matches_single: bool  # every prompt decoded together with the others gave the tokens it gives alone
+    batch_divergences: list[dict]  # where not: {prompt, step, reference_margin (None off the reference), near_tie}
     failures: list[str] = field(default_factory=list)
     non_finite_logits: int = 0  # NaN or inf among the teacher-forced logits (any fails)
 
@@ -94,25 +95,43 @@ def _teacher_forced(runtime: Runtime, golden: Golden) -> dict:
             "top1_agreement": float(np.concatenate(agree).mean()), "non_finite_logits": non_finite}  # fmt: skip
 
 
-def _greedy(runtime: Runtime, golden: Golden, tolerance: Tolerance) -> tuple[int, list[dict], bool]:
+def _greedy(runtime: Runtime, golden: Golden, tolerance: Tolerance) -> tuple[int, list[dict], list[dict]]:
     """Free-running greedy decoding of every prompt at once (sharing the runtime's slots, each decode step one call
-    for all of them), and of each prompt alone."""
+    for all of them), and of each prompt alone: the divergences of the batch from the reference, and of each batched
+    row from the same prompt alone. Both are judged by one rule: a different token is an error unless the reference
+    was nearly tied there."""
     steps = max(len(t) - n for t, n in zip(golden.tokens, golden.prompt_lengths, strict=True))
     config = GenerationConfig(max_new_tokens=steps, ignore_eos=True)
     batch = generate(runtime, golden.prompts, config)
     alone = [generate(runtime, prompt, config) for prompt in golden.prompts]
-    identical, divergences = 0, []
-    for index, result in enumerate(batch):
+    identical, divergences, batch_divergences = 0, [], []
+    for index, (together, single) in enumerate(zip(batch, alone, strict=True)):
         expected = golden.continuation(index)
-        step = next((i for i, (a, b) in enumerate(zip(result.tokens, expected, strict=False)) if a != b), None)
+        step = _first_difference(together.tokens, expected)
         if step is None:
             identical += 1
-            continue
-        top2 = np.sort(golden.logits[index][golden.prompt_lengths[index] - 1 + step])[-2:]
-        margin = float(top2[1] - top2[0])
-        divergences.append({"prompt": golden.prompts[index], "step": step, "reference_margin": margin,
-                            "near_tie": margin < tolerance.near_tie})  # fmt: skip
-    return identical, divergences, [r.tokens for r in batch] == [r.tokens for r in alone]
+        else:
+            divergences.append(_divergence(golden, index, step, tolerance))
+        step = _first_difference(together.tokens, single.tokens)
+        if step is not None:
+            on_reference = together.tokens[:step] == expected[:step] and step < len(expected)
+            batch_divergences.append(_divergence(golden, index, step, tolerance) if on_reference else
+                                     {"prompt": golden.prompts[index], "step": step, "reference_margin": None,
+                                      "near_tie": True})  # fmt: skip
+    return identical, divergences, batch_divergences
+
+
+def _first_difference(tokens: list[int], other: list[int]) -> int | None:
+    return next((i for i, (a, b) in enumerate(zip(tokens, other, strict=False)) if a != b), None)
+
+
+def _divergence(golden: Golden, index: int, step: int, tolerance: Tolerance) -> dict:
+    """A greedy divergence at `step` of prompt `index`, where the decoded tokens so far equal the reference's: how
+    confident the reference was there (its top-1/top-2 logit margin)."""
+    top2 = np.sort(golden.logits[index][golden.prompt_lengths[index] - 1 + step])[-2:]
+    margin = float(top2[1] - top2[0])
+    return {"prompt": golden.prompts[index], "step": step, "reference_margin": margin,
+            "near_tie": margin < tolerance.near_tie}  # fmt: skip
 
 
 def _cache_vs_recompute(runtime: Runtime, tokens: np.ndarray, prompt_length: int) -> float:
@@ -135,10 +154,10 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
     if logits["non_finite_logits"]:
         failures.append(f"{logits['non_finite_logits']} teacher-forced logits are NaN or inf")
     try:
-        identical, divergences, batch_ok = _greedy(runtime, golden, tolerance)
+        identical, divergences, batch_divergences = _greedy(runtime, golden, tolerance)
     except NonFiniteLogitsError as error:
         failures.append(f"greedy decoding stopped: {error}")
-        identical, divergences, batch_ok = 0, [], False
+        identical, divergences, batch_divergences = 0, [], None
     cache_diff = _cache_vs_recompute(runtime, golden.tokens[0], golden.prompt_lengths[0])
     if not logits["max_rel_logit_diff"] <= tolerance.max_logit_diff:  # written so that NaN fails
         failures.append(f"max logit diff {logits['max_rel_logit_diff']:.2e} of the logit scale > "
@@ -155,11 +174,15 @@ def check_parity(runtime: Runtime, golden: Golden, tolerance: Tolerance | None =
             )
     if not cache_diff / logits["logit_scale"] <= tolerance.max_logit_diff:
         failures.append(f"cached decoding differs from a full recompute by {cache_diff:.2e}")
-    if not batch_ok:
-        failures.append("prompts decoded together give other greedy tokens than each prompt alone")
+    for divergence in batch_divergences or []:
+        if not divergence["near_tie"]:
+            failures.append(f"decoded together with the other prompts, {divergence['prompt']!r} gives another token "
+                            f"at step {divergence['step']} than alone, where the reference was confident (margin "
+                            f"{divergence['reference_margin']:.3g})")  # fmt: skip
     return ParityReport(runtime.info.backend, precision, **logits, greedy_identical=identical,
                         prompts=len(golden.prompts), divergences=divergences, cache_vs_recompute_max_diff=cache_diff,
-                        batch_matches_single=batch_ok, failures=failures)  # fmt: skip
+                        batch_matches_single=batch_divergences == [], batch_divergences=batch_divergences or [],
+                        failures=failures)  # fmt: skip
 
 
 @checked_arguments(BundleError)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer as BackendTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from gptdeploy.errors import GenerationError, TokenizerError
 from gptdeploy.fileio import atomic_write_json, atomic_write_text
@@ -84,6 +84,21 @@ class Tokenizer:
         if self.special_tokens != {"bos": BOS, "eos": EOS, "pad": PAD}:
             atomic_write_json(path.parent / SPECIAL_TOKENS_FILE, self.special_tokens_config())
         return path
+
+    def save_for_interchange(self, folder: str | Path) -> list[Path]:
+        """Write the tokenizer as other tools read it (transformers, onnxruntime-genai): `tokenizer_config.json`
+        naming the special tokens, and a `tokenizer.json` whose post-processor puts bos first when a tool adds
+        special tokens, so it encodes a prompt to the ids `generate` feeds the model. An imported tokenizer keeps the
+        post-processor it came with."""
+        backend = BackendTokenizer.from_str(self.backend.to_str())  # a copy: this tokenizer is unchanged
+        if backend.post_processor is None:
+            bos = self.special_tokens["bos"]
+            backend.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, self.bos_id)]
+            )
+        folder = Path(folder)
+        return [atomic_write_text(folder / TOKENIZER_FILE, backend.to_str()),
+                atomic_write_json(folder / SPECIAL_TOKENS_FILE, self.special_tokens_config())]  # fmt: skip
 
     def special_tokens_config(self) -> dict:
         """The special tokens in Hugging Face's `tokenizer_config.json` form (transformers and onnxruntime-genai

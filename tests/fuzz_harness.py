@@ -101,7 +101,7 @@ def mutate_files(bundle: Path, rng: random.Random, work: Path) -> str:
     outside = work / "outside"
     choice = rng.choice(["symlink-file", "symlink-folder", "truncate", "external-data", "delete"])
     target = rng.choice(["tokenizer.json", "golden.npz", "decoder-fp32/model.onnx", "decoder-fp32/model.onnx.data",
-                         "tokenizer_config.json", "genai_config.json"])  # fmt: skip
+                         "decoder-fp32/tokenizer_config.json", "decoder-fp32/genai_config.json"])  # fmt: skip
     if choice == "symlink-file":
         (bundle / target).unlink()
         decoy = {"tokenizer.json": "tokenizer.json", "decoder-fp32/model.onnx": "model.onnx",

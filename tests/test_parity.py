@@ -68,6 +68,41 @@ def test_a_confident_flip_fails(runtime, golden):
     assert not report and "diverged at step 0 where the reference was confident" in report.failures[0]
 
 
+class BatchDependent:
+    """The real runtime, except that the first decode call for several slots swaps the first slot's top two logits:
+    a row whose token depends on its batch-mates, as dynamic int8's per-batch activation scales can make it."""
+
+    def __init__(self, runtime):
+        self.runtime, self.swapped = runtime, False
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+    def decode(self, slots, tokens):
+        logits = self.runtime.decode(slots, tokens).copy()
+        if len(slots) > 1 and not self.swapped:
+            self.swapped = True
+            first, second = np.argsort(logits[0])[-2:][::-1]
+            logits[0, [first, second]] = logits[0, [second, first]]
+        return logits
+
+
+def test_a_batch_row_may_differ_from_the_row_alone_only_at_a_near_tie(runtime, golden):
+    position = golden.prompt_lengths[0]  # decode step 1 of prompt 0 (step 0 comes from its prefill)
+    top2 = np.sort(golden.logits[0][position])[-2:]
+    margin = float(top2[1] - top2[0])
+    tied = check_parity(BatchDependent(runtime), golden, Tolerance(near_tie=margin * 2, **LOOSE_LOGITS))
+    assert tied, tied.failures
+    assert not tied.batch_matches_single
+    assert tied.batch_divergences == [
+        {"prompt": golden.prompts[0], "step": 1, "reference_margin": margin, "near_tie": True}
+    ]
+    confident = check_parity(BatchDependent(runtime), golden, Tolerance(near_tie=margin / 2, **LOOSE_LOGITS))
+    assert not confident
+    assert any(f.startswith(f"decoded together with the other prompts, {golden.prompts[0]!r} gives another token "
+                            "at step 1 than alone") for f in confident.failures), confident.failures  # fmt: skip
+
+
 class Corrupting:
     """The real runtime, with one logit of one prefill or decode call replaced: what a broken fp16/int8 graph
     produces."""

@@ -79,6 +79,24 @@ def test_the_onnxruntime_target_is_the_slot_graph_for_every_family(exported, tmp
     assert greedy_tokens(bundle, result.artifact.name) == greedy_tokens(bundle, "onnx-fp32")
 
 
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_the_slot_graph_quantizes_with_its_contrib_norms(exported, tmp_path, precision):
+    """Issue 18 bug 3: int4 from the fused graph crashed converting SimplifiedLayerNormalization's opset; the slot
+    graph is written at the opset int4 needs, so nothing is converted."""
+    from gptdeploy.export.fusion import optimize_bundle
+    from gptdeploy.export.quantize import quantize_bundle
+    from gptdeploy.parity import Tolerance
+
+    bundle = shutil.copytree(exported["llama"], tmp_path / "llama")
+    optimize_bundle(bundle, "onnxruntime")
+    loose = Tolerance(max_logit_diff=10.0, mean_kl=10.0, near_tie=100.0, top1_agreement=0.0)
+    result = quantize_bundle(bundle, precision, source="onnx-fused-ort", tasks=False, tolerance=loose)
+    ops = result.artifact.details.op_counts
+    assert ops["com.microsoft::GroupQueryAttention"] == 2 and ops["com.microsoft::SkipSimplifiedLayerNormalization"]
+    assert ops.get("com.microsoft::MatMulNBits" if precision == "int4" else "MatMulInteger")
+    assert greedy_tokens(bundle, result.artifact.name)
+
+
 def test_head_sizes_onnxruntime_attention_cannot_run_are_refused_by_name(tokenizer, tmp_path):
     from gptdeploy.checkpoint import save_checkpoint
     from gptdeploy.errors import ExportError

@@ -85,3 +85,28 @@ def test_an_artifact_name_that_would_leave_the_bundle_is_refused(bundle_dir, tmp
     with pytest.raises(ExportError, match="is not allowed: use 1-100 letters"):
         quantize_bundle(bundle, "int8", name=name, tasks=False)
     assert not (tmp_path / "victim").exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_quantization_that_changes_nothing_is_never_accepted(bundle_dir, tmp_path):
+    """A transform that leaves every layer as it was matches the reference perfectly; the guardrail must still
+    refuse it, at every step of its layer sweep, and say so."""
+    import shutil
+
+    import onnx
+
+    from gptdeploy.export.pipeline import Stage, Sweep, add_stage
+    from gptdeploy.export.quantize_transforms import layer_groups_of, save_graph
+
+    def unchanged(source, target, nodes=None):
+        save_graph(onnx.load(str(source)), target)
+        return {}
+
+    bundle = shutil.copytree(bundle_dir, tmp_path / "bundle")
+    manifest = (bundle / "manifest.json").read_text()
+    sweep = Sweep(lambda source: layer_groups_of(source, n_layer=2, embeddings=True), unchanged)
+    stage = Stage("onnx-int8", "onnx", "int8", unchanged, {}, sweep=sweep, marker_ops=("MatMulInteger",))
+    message = (r"onnx-int8 changed nothing: the graph has none of MatMulInteger: nothing was transformed \(kept in "
+               r"fp32: .*\) in any of the \d+ candidates tried; the bundle is unchanged")  # fmt: skip
+    with pytest.raises(ExportError, match=message):
+        add_stage(bundle, stage, source="onnx-fp32", tasks=False)
+    assert (bundle / "manifest.json").read_text() == manifest
