@@ -34,7 +34,7 @@ from gptdeploy.bundle import (
     write_manifest_dict,
 )
 from gptdeploy.errors import BundleError
-from gptdeploy.fileio import atomic_write_json, crash_point, folder_lock
+from gptdeploy.fileio import atomic_write_json, crash_point, folder_lock, normal_file_mode
 from gptdeploy.paths import inside
 
 STAGING_PREFIX, WORK_PREFIX, TRASH_PREFIX, NOTE_PREFIX = ".stage-", ".work-", ".trash-", ".retire-"
@@ -126,6 +126,9 @@ def install_artifact(
         folder = _free_folder(bundle_dir, artifact_folder(artifact.kind, artifact.name))
         note = bundle_dir / f"{NOTE_PREFIX}{uuid.uuid4().hex[:8]}.json"
         atomic_write_json(note, {"folders": [folder] + ([old.folder] if old is not None else [])})
+        for path in staging.rglob("*"):  # tools that wrote them (ONNX Runtime's quantizers) may leave them private
+            if path.is_file():
+                os.chmod(path, normal_file_mode())
         os.rename(staging, bundle_dir / folder)
         crash_point(f"placed {folder}")
         placed = replace(artifact, path=f"{folder}/{artifact.path}", files=folder_files(bundle_dir, folder))

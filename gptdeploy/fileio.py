@@ -49,6 +49,13 @@ def crash_point(label: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def normal_file_mode() -> int:
+    """The mode a plain `open()` gives a new file under the process's umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path`, on failure it disappears."""
@@ -60,6 +67,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(tmp, normal_file_mode())  # some writers (safetensors) create files readable by their owner only
         crash_point(f"written {tmp.name}")
         os.replace(tmp, path)
         crash_point(f"replaced {path.name}")

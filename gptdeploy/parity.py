@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from gptdeploy.bundle import GOLDEN_FILE, load_bundle
 from gptdeploy.corpus.tasks import Example
@@ -205,7 +206,7 @@ def run_parity(
             golden = compute_golden(reference, golden.prompts)
             reference_accuracy = exact_match(reference, heldout).accuracy if heldout else None
     reports = []
-    for artifact in bundle.artifacts:
+    for artifact in tqdm(bundle.artifacts, desc="parity", unit="artifact", disable=None):  # None: off unless a tty
         try:
             runtime = open_artifact(bundle, artifact, device)
         except BackendError as error:

@@ -49,7 +49,9 @@ class TrainConfig:
     checkpoint_interval: int = 250  # steps between checkpoints (and at the last step)
     seed: int = 0
     compile: bool = False  # torch.compile: measured slower than eager on a 2-core CPU, useful on GPU
-    max_minutes: float | None = None  # stop early, with a checkpoint, once this wall-clock budget is spent
+    # A wall-clock limit, only when asked for: the run stops with a checkpoint saved as interrupted (resumable, never
+    # finished). The schedule is planned in steps and never depends on the machine's speed.
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, ConfigError, "training config")
@@ -88,7 +90,7 @@ class TrainResult:
     val_bits_per_char: float | None
     seconds: float
     tokens_per_second: float
-    stopped_early: bool  # the time budget ran out before max_steps
+    stopped_early: bool  # the time limit (max_minutes) ran out before max_steps: the run is saved as interrupted
     rank_checksums: list[float]  # one per process; all equal or training raises
 
 
@@ -279,13 +281,18 @@ class Trainer:
                 window_start, window_tokens = now, 0
             out_of_time = config.max_minutes is not None and now - started > 60 * config.max_minutes
             stopped_early = distributed.any_rank(context, out_of_time) and step < config.max_steps
-            finished = step == config.max_steps or stopped_early
-            if step % config.eval_interval == 0 or finished:
+            finished = step == config.max_steps
+            if step % config.eval_interval == 0 or finished or stopped_early:
                 summary = evaluate(self.model, self.data, config.eval_batches, context.device)
                 log.write({"stage": self.stage, "step": step, **summary})
-            if step % config.checkpoint_interval == 0 or finished:
-                self.save(step, {"step": step, "finished": finished, "train_loss": train_loss, **summary})
+            if step % config.checkpoint_interval == 0 or finished or stopped_early:
+                self.save(step, {"step": step, "finished": finished, "interrupted": stopped_early,
+                                 "planned_steps": config.max_steps, "train_loss": train_loss, **summary})  # fmt: skip
         bar.close()
+        if stopped_early and context.is_main:
+            logger.warning("%s stopped by its time limit (--max-minutes %g) after %d of %d planned steps; saved as "
+                           "interrupted: --resume trains on to the end of the plan", self.stage, config.max_minutes,
+                           step, config.max_steps)  # fmt: skip
         seconds = time.perf_counter() - started
         return TrainResult(
             steps=step,

@@ -25,9 +25,10 @@ from gptdeploy.validation import checked_arguments
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 INSTALL_HINTS = {
-    "torch": "pip install torch (see pytorch.org for the build that suits your machine)",
-    "onnxruntime": "pip install 'gptdeploy[cpu]' (or 'gptdeploy[gpu]' for CUDA)",
-    "tensorrt": "pip install 'gptdeploy[gpu]' on a machine with an NVIDIA GPU",
+    "torch": "pip install 'gptdeploy[train]' (pick the torch build that suits your machine first, see pytorch.org)",
+    "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu for CUDA)",
+    "tensorrt": "pip install 'gptdeploy[gpu]' on an x86-64 or SBSA machine with an NVIDIA GPU; on a Jetson use the "
+    "TensorRT that JetPack installs (apt), never pip",
 }
 DEFAULT_SLOTS = 8
 

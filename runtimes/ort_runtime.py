@@ -72,7 +72,7 @@ def open_graph(
         raise BackendError(f"onnxruntime device must be cpu, cuda[:N] or tensorrt[:N], got {device!r}")
     wanted = PROVIDERS[kind]
     if wanted[0] not in ort.get_available_providers():
-        raise BackendError(f"{wanted[0]} is not in this onnxruntime build; install 'gptdeploy[gpu]'")
+        raise BackendError(f"{wanted[0]} is not in this onnxruntime build; replace onnxruntime by onnxruntime-gpu")
     device_id = int(device.split(":")[1]) if ":" in device else 0
     providers = [(name, {"device_id": device_id}) if name != "CPUExecutionProvider" else name for name in wanted]
     try:

@@ -243,3 +243,15 @@ def test_graph_weights_must_be_files_of_the_artifact(bundle):
         edit_manifest(bundle, lambda m, digest=digest: m["artifacts"][0]["files"].update({GRAPH: digest}))
         with pytest.raises(BundleError, match=f"external data of .* {message}|from {location}, which {message}"):
             load_bundle(bundle)
+
+
+def test_every_file_of_a_bundle_and_its_checkpoint_has_normal_permissions(bundle, exported):
+    """Whatever library wrote a file (safetensors, the exporter, ONNX Runtime's quantizers), it reads like the rest."""
+    from gptdeploy.export.quantize import quantize_bundle
+    from gptdeploy.fileio import normal_file_mode
+    from gptdeploy.parity import Tolerance
+
+    quantize_bundle(bundle, "int8", tasks=False, tolerance=Tolerance(10.0, 10.0, 100.0, 0.0))
+    files = [p for root in (bundle, exported.parent / "checkpoint") for p in root.rglob("*") if p.is_file()]
+    modes = {p.as_posix(): p.stat().st_mode & 0o777 for p in files if p.name != ".lock"}
+    assert modes == dict.fromkeys(modes, normal_file_mode())

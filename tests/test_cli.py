@@ -1,6 +1,7 @@
 """The CLI end to end on tiny models: results on stdout (text or one JSON document), one-line errors otherwise."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -60,8 +61,19 @@ def test_train_then_finetune_then_evaluate_with_json(tmp_path, corpus, pairs):
     assert set(fine["heldout"]["per_task"]) == {"add", "sort", "max"}
     evaluated = json.loads(run("evaluate", tmp_path / "fine", "--heldout", pairs / "heldout.jsonl", "--json").stdout)
     assert evaluated == fine["heldout"]
-    run("plot", tmp_path / "pre", tmp_path / "fine", "-o", tmp_path / "loss.png")
-    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    plotted = json.loads(run("plot", tmp_path / "pre", tmp_path / "fine", "-o", tmp_path / "loss.png", "--json").stdout)
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG" and plotted["plot"] == str(tmp_path / "loss.png")
+    records = plotted["runs"][str(tmp_path / "pre")]
+    assert [r["step"] for r in records if "val_loss" in r][-1] == 20 and records[-1]["val_loss"] == pre["val_loss"]
+
+
+def test_data_writes_the_samples_and_reports_them_as_json(tmp_path):
+    document = json.loads(run("data", tmp_path, "--seed", "3", "--json").stdout)
+    assert set(document["files"]) == {"corpus", "train", "heldout", "stats"}
+    assert all(Path(path).is_file() for path in document["files"].values())
+    assert document["stats"]["seed"] == 3 and document["stats"] == json.loads(
+        (tmp_path / "corpus_stats.json").read_text()
+    )
 
 
 def test_generate_prints_text_json_and_streams_the_same(checkpoint):

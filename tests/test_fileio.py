@@ -104,3 +104,21 @@ def test_the_nth_crash_point_kills_the_process(tmp_path):
         run = subprocess.run([sys.executable, "-c", script], env={**os.environ, CRASH_AT: str(point)})
         assert run.returncode == -9 and (tmp_path / "a.txt").read_text() == expected
         atomic_write_text(tmp_path / "a.txt", "old")
+
+
+def test_a_file_written_into_place_gets_normal_permissions_whoever_created_it(tmp_path):
+    """safetensors creates its file readable by its owner only; the result must read like every other file."""
+    from gptdeploy.fileio import atomic_write, normal_file_mode
+
+    def private_writer(tmp):
+        tmp.write_bytes(b"weights")
+        os.chmod(tmp, 0o600)
+
+    written = atomic_write(tmp_path / "model.safetensors", private_writer)
+    assert written.stat().st_mode & 0o777 == normal_file_mode() == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

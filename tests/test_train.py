@@ -97,10 +97,20 @@ def test_two_process_ddp_trains_and_keeps_ranks_in_sync(corpus_file, tmp_path):
     assert read_config(tmp_path)[1]["step"] == 30
 
 
-def test_time_budget_stops_early_with_a_checkpoint(corpus_file, tmp_path):
-    result = run_pretrain(tmp_path, corpus_file, TrainConfig(**{**RUN.__dict__, "max_minutes": 1e-4}))
+def test_a_time_limit_saves_the_run_as_interrupted_and_resume_finishes_the_plan(corpus_file, tmp_path, caplog):
+    """The schedule is the plan's whatever the machine's speed: a cut run is never 'finished', and resuming it
+    continues the same learning-rate schedule to the last planned step."""
+    cut = TrainConfig(**{**RUN.__dict__, "max_minutes": 1e-4})
+    result = run_pretrain(tmp_path, corpus_file, cut)
     assert result.stopped_early and result.steps < RUN.max_steps
-    assert read_config(tmp_path)[1]["finished"]
+    info = read_config(tmp_path)[1]
+    assert not info["finished"] and info["interrupted"] and info["step"] == result.steps
+    assert info["planned_steps"] == RUN.max_steps
+    assert f"after {result.steps} of {RUN.max_steps} planned steps; saved as interrupted" in caplog.text
+    finished = run_pretrain(tmp_path, corpus_file, resume=True)
+    assert finished.steps == RUN.max_steps and not finished.stopped_early
+    info = read_config(tmp_path)[1]
+    assert info["finished"] and not info["interrupted"]
 
 
 def test_divergence_is_reported(corpus_file, tmp_path):

@@ -31,6 +31,10 @@ from gptdeploy.cli.training import (
 )
 from gptdeploy.errors import GptDeployError
 
+# The extra that installs each optional library (pyproject.toml); the core install runs bundles without them.
+OPTIONAL_MODULES = {"torch": "train", "onnxscript": "train", "onnx_ir": "train",
+                    "matplotlib": "train", "tensorrt": "gpu", "cffi": "capi", "gguf": "gguf"}  # fmt: skip
+
 
 class TranslatingGroup(click.Group):
     """Turns every error into one `Error: ...` line instead of a traceback (kept with --debug)."""
@@ -44,6 +48,12 @@ class TranslatingGroup(click.Group):
             if ctx.params.get("debug"):
                 traceback.print_exc()
             raise click.ClickException(one_line(str(error))) from error
+        except ModuleNotFoundError as error:
+            extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+            if extra is None or ctx.params.get("debug"):
+                raise
+            raise click.ClickException(f"`gptdeploy {ctx.invoked_subcommand}` needs {error.name}, which this install "
+                                       f"lacks: pip install 'gptdeploy[{extra}]'") from error  # fmt: skip
         except MemoryError as error:
             raise click.ClickException("out of memory; choose a smaller model, batch or context") from error
         except Exception as error:

@@ -28,10 +28,11 @@ from gptdeploy.export.quantize import SCHEMES
 )
 @stage_options()
 def quantize_command(bundle, precision, name, io_dtype, source, force, tasks, as_json) -> None:
-    """Add a quantized graph to a bundle; it is kept only if parity and task accuracy stay within the budget.
+    """Add a quantized graph to a bundle; every precision is kept only if parity and task accuracy stay within its
+    budget (gptdeploy/parity.py TOLERANCES).
 
     When int8, int8-static or int4 misses its budget, the most sensitive layers are kept in fp32 until it passes;
-    the manifest records which and why. fp16 has no such fallback.
+    the manifest records which and why. fp16 has no such fallback: it passes as a whole or is not added.
 
     Example: gptdeploy quantize runs/demo/bundle --precision int8
     """

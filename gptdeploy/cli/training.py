@@ -19,7 +19,11 @@ def training_options(command: Callable) -> Callable:
         click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per micro-batch and process."),
         click.option("--grad-accum", type=click.IntRange(min=1), help="Micro-batches per optimizer step."),
         click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate."),
-        click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget."),
+        click.option(
+            "--max-minutes",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Stop after this long with a checkpoint saved as interrupted (--resume finishes the plan).",
+        ),
         click.option("--seed", type=int, help="Seed for initialization and batch order."),
         click.option("--compile", "compile_", is_flag=True, help="Use torch.compile (pays off on GPU)."),
         click.option("--resume", is_flag=True, help="Continue from the training state in --out."),
@@ -54,7 +58,11 @@ def describe_training(data: dict) -> str:
         f"steps {data['steps']}  train loss {data['train_loss']:.4f}  val loss {data['val_loss']:.4f}"
         f"  val perplexity {data['val_perplexity']:.3f}" + (f"  val bits/char {bits:.4f}" if bits else ""),
         f"{data['seconds']:.0f} s at {data['tokens_per_second']:,.0f} tokens/s"
-        + ("  (stopped by the time budget)" if data["stopped_early"] else ""),
+        + (
+            "  (INTERRUPTED by --max-minutes before the last planned step: --resume trains on)"
+            if data["stopped_early"]
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
@@ -62,15 +70,20 @@ def describe_training(data: dict) -> str:
 @click.command("data")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="Generator seed (0 = the shipped samples).")
-def data_command(out_dir: Path, seed: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the files written and the corpus statistics as JSON.")
+def data_command(out_dir: Path, seed: int, as_json: bool) -> None:
     """Write the shipped corpus and fine-tuning tasks (regenerated, byte-identical for seed 0).
 
     Example: gptdeploy data samples/
     """
+    import json
+
     from gptdeploy.corpus.samples import write_samples
 
-    for name, path in write_samples(out_dir, seed=seed).items():
-        click.echo(f"{name}: {path}")
+    files = write_samples(out_dir, seed=seed)
+    data = {"files": {name: str(path) for name, path in files.items()},
+            "stats": json.loads(files["stats"].read_text(encoding="utf-8"))}  # fmt: skip
+    emit(data, as_json, lambda d: "\n".join(f"{name}: {path}" for name, path in d["files"].items()))
 
 
 @click.command("train")
@@ -158,19 +171,21 @@ def evaluate_command(model: Path, heldout_file: Path | None, backend, device, pr
 @click.command("plot")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
-def plot_command(run_dirs, out: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Also print every run's loss records as one JSON document.")
+def plot_command(run_dirs, out: Path, as_json: bool) -> None:
     """Draw training and validation loss of one or more runs to a PNG.
 
     Example: gptdeploy plot runs/pretrain runs/finetune -o loss.png
     """
-    from gptdeploy.plot import plot_losses
+    from gptdeploy.plot import plot_losses, read_metrics
 
-    click.echo(str(plot_losses(run_dirs, out)))
+    data = {"plot": str(plot_losses(run_dirs, out)), "runs": {str(run): read_metrics(run) for run in run_dirs}}
+    emit(data, as_json, lambda d: d["plot"])
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
-@click.option("--quick", is_flag=True, help="Tiny model, about two minutes: a first look.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to work [runs/demo, runs/demo-quick].")
+@click.option("--quick", is_flag=True, help="A smaller model, about three minutes: a first look.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming or reusing earlier checkpoints.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None:
@@ -180,5 +195,6 @@ def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None
     """
     from gptdeploy.demo import FULL, QUICK, describe_demo, run_demo
 
+    out_dir = out_dir or Path("runs/demo-quick" if quick else "runs/demo")
     result = run_demo(out_dir, QUICK if quick else FULL, fresh)
     emit(result, as_json, describe_demo)

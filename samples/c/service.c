@@ -6,7 +6,7 @@
  *   service [-n MAX_NEW_TOKENS] [-t TEMPERATURE] [-k TOP_K] [-p TOP_P] [-s SEED] [-b BACKEND] [-d DEVICE] BUNDLE
  *
  * In a line, "\n" stands for a newline and "\\" for a backslash, so multi-line prompts fit on one line:
- *   printf 'Q: What is 12 plus 30?\\nA:\n' | ./service runs/demo/bundle
+ *   printf 'Q: What is 12 plus 30?\\nA:\n' | build/samples/service runs/demo/bundle
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>

@@ -1,0 +1,52 @@
+"""The README's shell blocks use only commands and flags that exist (each verb's --help lists each flag)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gptdeploy.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def shell_commands() -> list[str]:
+    """Every `gptdeploy ...` command in the README's bash blocks, with continuation lines joined and comments cut."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"\s*(?:&&|\|)\s*", line.split(" #", 1)[0].strip()):
+                if part.startswith("gptdeploy "):
+                    commands.append(part)
+    return commands
+
+
+def verb_and_flags(command: str) -> tuple[list[str], list[str]]:
+    """(['capi', 'build'], ['-o']) for `gptdeploy capi build -o DIR`: the words before the first argument that is
+    not a subcommand, and every option used."""
+    words = shlex.split(command)[1:]
+    group, path = main, []
+    while words and hasattr(group, "commands") and words[0] in group.commands:
+        group = group.commands[words[0]]
+        path.append(words.pop(0))
+    return path, [word.split("=", 1)[0] for word in words if word.startswith("-") and word != "-"]
+
+
+COMMANDS = shell_commands()
+
+
+def test_the_readme_has_commands_to_check():
+    assert len(COMMANDS) >= 20 and any(c.startswith("gptdeploy demo") for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_readme_command_and_flag_exists(command):
+    path, flags = verb_and_flags(command)
+    assert path, f"{command!r} names no gptdeploy command"
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    missing = [flag for flag in flags if not re.search(rf"(^|[\s,/]){re.escape(flag)}([\s,=/]|$)", result.output, re.M)]
+    assert not missing, f"`gptdeploy {' '.join(path)} --help` does not list {missing}"
