@@ -9,6 +9,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from gptdeploy.corpus.tasks import Example
 from gptdeploy.evaluate import exact_match
 from gptdeploy.generate import GenerationConfig, generate
@@ -32,7 +34,7 @@ def compare_backends(
 ) -> list[dict]:
     """A row per (backend, model folder, bundle artifact or None): parity, greedy match, accuracy, decode tokens/s."""
     rows = []
-    for backend, path, artifact in models:
+    for backend, path, artifact in tqdm(models, desc="comparing", unit="model", disable=None):  # None: only on a tty
         with load_runtime(path, backend=backend, artifact=artifact) as runtime:
             parity = check_parity(runtime, golden)
             rows.append({

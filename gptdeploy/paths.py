@@ -63,7 +63,8 @@ def external_data_files(graph: str | Path, error: type[GptDeployError], fix: str
 
     graph = Path(graph)
     try:
-        model = onnx.load(str(graph), load_external_data=False)
+        # protobuf whatever the name: onnx would parse a path ending in .json or .txt as another serialization
+        model = onnx.load(str(graph), format="protobuf", load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as cause:
         raise error(f"{graph} is not an ONNX graph ({type(cause).__name__}: {cause})"
                     f"; {fix}".replace("\n", " ")) from cause  # fmt: skip

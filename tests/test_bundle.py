@@ -255,3 +255,12 @@ def test_every_file_of_a_bundle_and_its_checkpoint_has_normal_permissions(bundle
     files = [p for root in (bundle, exported.parent / "checkpoint") for p in root.rglob("*") if p.is_file()]
     modes = {p.as_posix(): p.stat().st_mode & 0o777 for p in files if p.name != ".lock"}
     assert modes == dict.fromkeys(modes, normal_file_mode())
+
+
+def test_an_artifact_path_naming_a_file_that_is_no_graph_is_refused_by_name(bundle):
+    """onnx would parse a .json path as JSON-serialized protobuf; a bundle's graph is read as binary protobuf only."""
+    from gptdeploy.runtimes.base import load_runtime
+
+    edit_manifest(bundle, lambda m: m["artifacts"][0].update(path="decoder-fp32/genai_config.json"))
+    with pytest.raises(BundleError, match="genai_config.json is not an ONNX graph"):
+        load_runtime(bundle, artifact="onnx-fp32")
