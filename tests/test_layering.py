@@ -18,7 +18,8 @@ TORCH_FREE = [
     "gptdeploy", "gptdeploy.generate", "gptdeploy.engine", "gptdeploy.sampling", "gptdeploy.runtimes.base",
     "gptdeploy.runtimes.ort_runtime", "gptdeploy.runtimes.trt_runtime", "gptdeploy.runtimes.capi.implementation",
     "gptdeploy.bundle", "gptdeploy.checkpoint", "gptdeploy.golden", "gptdeploy.parity", "gptdeploy.evaluate",
-    "gptdeploy.graph_contract", "gptdeploy.cli", "gptdeploy.export.genai_config", "gptdeploy.export.preflight",
+    "gptdeploy.graph_contract", "gptdeploy.chat_template", "gptdeploy.cli", "gptdeploy.export.genai_config",
+    "gptdeploy.export.preflight",
 ]  # fmt: skip
 
 
