@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -39,17 +40,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model, *options: str) -> Server:
+def start_server(model, *options: str, seconds: float = 90) -> Server:
+    """`gptdeploy serve` in a session of its own (so whatever it starts can be stopped with it), once ready."""
     port = free_port()
     command = [sys.executable, "-m", "gptdeploy", "serve", str(model), "--port", str(port), "--model-name", MODEL,
                *options]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the server) not a pipe: a full one would block
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env=env)  # fmt: skip
     server = Server(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}: {process.stdout.read()}")
+            log.seek(0)
+            raise AssertionError(f"the server exited with {process.returncode}: {log.read()[-3000:]}")
         try:
             if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
                 return server
@@ -57,16 +62,17 @@ def start_server(model, *options: str) -> Server:
             pass
         time.sleep(0.2)
     stop_server(server)
-    raise AssertionError("the server was not ready within 90 s")
+    raise AssertionError(f"the server was not ready within {seconds} s")
 
 
-def stop_server(server: Server) -> int:
+def stop_server(server: Server, seconds: float = 30) -> int:
+    """SIGTERM, and its exit code; the whole session is killed if it does not exit in time."""
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
     try:
-        return server.process.wait(timeout=30)
+        return server.process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        server.process.kill()
+        os.killpg(server.process.pid, signal.SIGKILL)
         raise
 
 
