@@ -47,6 +47,17 @@ class Update:
     finish_reason: str | None  # stop | length when it ended; cancelled | error when it failed
 
 
+@dataclass
+class Progress:
+    """How much of one request its follower has passed on."""
+
+    index: int
+    request: Request
+    characters: int = 0  # of its text
+    tokens: int = 0
+    seen_at: float | None = None  # when the last new tokens were seen
+
+
 class Service:
     """One model served: a runtime, its engine loop and chat template, and the limits on what it accepts."""
 
@@ -162,48 +173,49 @@ class Service:
     async def follow(self, requests: list[Request], wake: asyncio.Event) -> AsyncIterator[Update]:
         """Updates of the requests as they generate, until every one has ended. Leaving early (the client went
         away) cancels those still running, which frees their slots at the engine's next step."""
-        emitted_text, emitted_tokens = [0] * len(requests), [0] * len(requests)
-        last_seen: list[float | None] = [None] * len(requests)
-        running = set(range(len(requests)))
+        running = [Progress(index, request) for index, request in enumerate(requests)]
         try:
             while running:
                 await wake.wait()
                 wake.clear()
-                for index in sorted(running):
-                    update = self._update(index, requests[index], emitted_text, emitted_tokens, last_seen)
+                for progress in list(running):
+                    update = self._update(progress)
+                    if update is not None and update.finish_reason is not None:
+                        running.remove(progress)
                     if update is not None:
-                        if update.finish_reason is not None:
-                            running.discard(index)
                         yield update
         finally:
-            for index in running:
-                self.engine_loop.cancel(requests[index])
+            for progress in running:
+                self.engine_loop.cancel(progress.request)
                 self.metrics.finished.labels("cancelled").inc()
 
-    def _update(self, index, request, emitted_text, emitted_tokens, last_seen) -> Update | None:
+    def _update(self, progress: Progress) -> Update | None:
+        """What the request gained since `progress` last saw it (None: nothing yet)."""
+        request = progress.request
         done = request.done  # read first: a request seen done has its final text below
         text = request.text() if done else request.stable_text()
         count = len(request.generated)
-        self._observe_tokens(request, count - emitted_tokens[index], last_seen, index)
-        logprobs = request.logprobs[emitted_tokens[index] : count] if request.config.logprobs is not None else []
-        new_text = text[emitted_text[index] :]
-        emitted_text[index], emitted_tokens[index] = len(text), count
+        self._observe_tokens(progress, count)
+        logprobs = request.logprobs[progress.tokens : count] if request.config.logprobs is not None else []
+        new_text = text[progress.characters :]
+        progress.characters, progress.tokens = len(text), count
         if done:
             reason = FINISH_REASONS.get(request.finish_reason, request.finish_reason)
             self.metrics.finished.labels(reason).inc()
-            return Update(index, new_text, logprobs, reason)
-        return Update(index, new_text, logprobs, None) if new_text or logprobs else None
+            return Update(progress.index, new_text, logprobs, reason)
+        return Update(progress.index, new_text, logprobs, None) if new_text or logprobs else None
 
-    def _observe_tokens(self, request: Request, new: int, last_seen: list[float | None], index: int) -> None:
+    def _observe_tokens(self, progress: Progress, count: int) -> None:
         """Token counts and latencies: the first token's time from the engine's clock, the gaps after it as this
         loop sees the tokens arrive (several at once share the gap)."""
+        new = count - progress.tokens
         if new <= 0:
             return
         now = time.perf_counter()
         self.metrics.generated_tokens.inc(new)
-        if last_seen[index] is None:
-            self.metrics.time_to_first_token.observe(request.first_token_at - request.submitted_at)
+        if progress.seen_at is None:
+            self.metrics.time_to_first_token.observe(progress.request.first_token_at - progress.request.submitted_at)
         else:
             for _ in range(new):
-                self.metrics.inter_token.observe((now - last_seen[index]) / new)
-        last_seen[index] = now
+                self.metrics.inter_token.observe((now - progress.seen_at) / new)
+        progress.seen_at = now
