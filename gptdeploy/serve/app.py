@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from gptdeploy.errors import GenerationError
+from gptdeploy.errors import GenerationError, ServerError
 from gptdeploy.serve import protocol
 from gptdeploy.serve.middleware import LimitBody, Observe
 from gptdeploy.serve.protocol import ChatRequest, CompletionRequest, FieldError, error_body
@@ -31,7 +31,7 @@ MAX_BODY_BYTES = 1 << 20
 RETRY_AFTER_SECONDS = 1
 
 
-class ApiError(Exception):
+class ApiError(ServerError):
     """An error with its HTTP status and OpenAI error type and code."""
 
     def __init__(self, status: int, message: str, type_: str, code: str | None = None):

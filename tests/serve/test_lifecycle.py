@@ -118,3 +118,5 @@ def test_503_while_loading_and_while_draining(gated_app):
 def test_a_model_that_cannot_load_ends_serve_with_one_error_line(tmp_path):
     result = CliRunner().invoke(main, ["serve", str(tmp_path / "missing"), "--port", "0"])
     assert result.exit_code == 1 and "Error: model folder" in result.output and "does not exist" in result.output
+    result = CliRunner().invoke(main, ["serve", str(tmp_path), "--replicas", "2"])
+    assert result.exit_code == 2 and "--replicas needs --ray" in result.output

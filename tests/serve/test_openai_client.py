@@ -67,6 +67,18 @@ def test_chat_uses_the_models_template(client, reference):
     assert "".join(c.choices[0].delta.content or "" for c in stream) == expected.text
 
 
+def test_a_stop_string_ends_the_text_where_offline_generate_ends_it(client, reference):
+    sampling = dict(temperature=1.0, seed=2)
+    full = offline(reference, "Tom had 12 apples", max_new_tokens=24, ignore_eos=True, **sampling).text
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    expected = offline(reference, "Tom had 12 apples", max_new_tokens=24, ignore_eos=True, stop_strings=(stop,),
+                       **sampling)  # fmt: skip
+    response = client.completions.create(model=MODEL, prompt="Tom had 12 apples", max_tokens=24, stop=[stop],
+                                         extra_body={"ignore_eos": True}, **sampling)  # fmt: skip
+    assert response.choices[0].text == expected.text and len(expected.text) < len(full)
+    assert response.choices[0].finish_reason == "stop"
+
+
 def test_n_choices_are_the_offline_batch_of_the_same_prompt(client, reference):
     response = client.completions.create(model=MODEL, prompt="Pip the dog", n=3, max_tokens=8, temperature=1.0, seed=5)
     expected = generate(reference, ["Pip the dog"] * 3, GenerationConfig(max_new_tokens=8, temperature=1.0, seed=5))
