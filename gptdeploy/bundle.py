@@ -28,8 +28,8 @@ FORMAT = "gptdeploy-bundle"
 FORMAT_VERSION = 2  # 2: typed artifact details, the reference accuracy at the top, decoder-fp32/ for the export
 MANIFEST_FILE = "manifest.json"
 GOLDEN_FILE = "golden.npz"
-# A shared file a bundle may also hold: the special-token names Hugging Face tools read next to tokenizer.json (an
-# imported tokenizer's; onnxruntime-genai's files live in each ONNX artifact's folder, see export/genai_config.py).
+# A shared file a bundle may also hold: the special-token names and chat template Hugging Face tools read next to
+# tokenizer.json (onnxruntime-genai's files live in each ONNX artifact's folder, see export/genai_config.py).
 OPTIONAL_FILES = ("tokenizer_config.json",)
 REEXPORT = "re-export it with `gptdeploy export CHECKPOINT -o BUNDLE`"
 # What readers of a recorded parity report rely on (the numbers `gptdeploy inspect` shows and the verdict)

@@ -20,8 +20,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+import numpy as np
 
 from gptdeploy.errors import GenerationError
 from gptdeploy.runtimes.base import Runtime
@@ -40,6 +42,8 @@ class GenerationConfig(SamplingParams):
     stop_strings: tuple[str, ...] = setting((), "Stop before this text (repeatable).", option="--stop", multiple=True)
     stop_token_ids: tuple[int, ...] = setting((), "Stop on these token ids (excluded from the result).", cli=False)
     ignore_eos: bool = setting(False, "Keep going past eos (benchmarks that need a fixed length).", flag=True)
+    logprobs: int | None = setting(None, "Record each token's log-probability and this many top alternatives.",
+                                   cli=False)  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,10 +52,29 @@ class GenerationConfig(SamplingParams):
             (all(isinstance(s, str) and s for s in self.stop_strings), "stop strings must be non-empty text"),
             (all(isinstance(t, int) and not isinstance(t, bool) for t in self.stop_token_ids),
              f"stop token ids must be integers, got {self.stop_token_ids}"),
+            (self.logprobs is None or self.logprobs >= 0, f"logprobs must be >= 0, got {self.logprobs}"),
         ], GenerationError)  # fmt: skip
 
 
 DEFAULTS = GenerationConfig()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (its raw logits, before any sampling setting), and the
+    most likely tokens at that step."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]  # (token, logprob), most likely first
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    best = np.argsort(-logprobs, kind="stable")[:top]
+    return TokenLogprob(token, float(logprobs[token]), tuple((int(t), float(logprobs[t])) for t in best))
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,7 @@ class GenerationResult:
     prompt_tokens: int  # bos included
     prefill_seconds: float  # this request's time to its first token: waiting for a slot, then its prompt
     decode_seconds: float  # from its first token to its last
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, when the config asked for them
 
     @property
     def tokens_per_second(self) -> float:
@@ -72,7 +96,8 @@ class GenerationResult:
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "text": self.text, "tokens": self.tokens, "finish_reason": self.finish_reason,
                 "prompt_tokens": self.prompt_tokens, "prefill_seconds": self.prefill_seconds,
-                "decode_seconds": self.decode_seconds, "tokens_per_second": self.tokens_per_second}  # fmt: skip
+                "decode_seconds": self.decode_seconds, "tokens_per_second": self.tokens_per_second,
+                "logprobs": None if self.logprobs is None else [asdict(p) for p in self.logprobs]}  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -90,6 +115,7 @@ class Request:
     slot: int | None = None
     prefilled: int = 0  # prompt tokens in its slot
     generated: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the generated tokens, when the config asks
     finish_reason: FinishReason | None = None
     text_before_stop: str | None = None  # set when a stop string ended it
     cancelled: bool = False
@@ -118,8 +144,10 @@ class Request:
 
     def result(self) -> GenerationResult:
         first = self.first_token_at or self.finished_at
+        logprobs = list(self.logprobs) if self.config.logprobs is not None else None
         return GenerationResult(self.prompt, self.text(), list(self.generated), self.finish_reason,
-                                len(self.prompt_ids), first - self.submitted_at, self.finished_at - first)  # fmt: skip
+                                len(self.prompt_ids), first - self.submitted_at, self.finished_at - first,
+                                logprobs)  # fmt: skip
 
 
 class Engine:
@@ -231,6 +259,8 @@ class Engine:
         if token in config.stop_token_ids:
             return self._finish(request, "stop", changed)
         request.generated.append(token)
+        if config.logprobs is not None:
+            request.logprobs.append(token_logprob(logits, token, config.logprobs))
         if config.stop_strings:
             text = self.tokenizer.decode(request.generated)
             cut = min((i for i in (text.find(s) for s in config.stop_strings) if i >= 0), default=-1)

@@ -52,3 +52,7 @@ class BundleError(GptDeployError):
 
 class ExportError(GptDeployError):
     """A checkpoint could not be turned into an artifact, or the artifact failed its parity check."""
+
+
+class ServerError(GptDeployError):
+    """The HTTP server cannot take a request now (loading, draining, queue full) or cannot start."""

@@ -20,7 +20,13 @@ from gptdeploy.fileio import replace_folder, staging_folder
 from gptdeploy.hf_config import hf_family, hf_to_config
 from gptdeploy.hf_tensors import gather
 from gptdeploy.paths import inside
-from gptdeploy.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Tokenizer, read_special_tokens
+from gptdeploy.tokenizer import (
+    CHAT_TEMPLATE_FILE,
+    SPECIAL_TOKENS_FILE,
+    TOKENIZER_FILE,
+    Tokenizer,
+    read_tokenizer_config,
+)
 from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
@@ -144,7 +150,8 @@ def _load_weights(model, state: dict, folder: Path) -> None:
 
 
 def hf_tokenizer(folder: Path, config: GPTConfig) -> Tokenizer:
-    """The folder's `tokenizer.json`, with bos / eos / pad from its `tokenizer_config.json` (or config.json ids)."""
+    """The folder's `tokenizer.json`, with bos / eos / pad from its `tokenizer_config.json` (or config.json ids) and
+    its own chat template (ours when it has none)."""
     if not _file(folder, TOKENIZER_FILE).is_file():
         raise TokenizerError(f"{folder} has no {TOKENIZER_FILE}; write one with transformers: "
                              f"AutoTokenizer.from_pretrained(FOLDER).save_pretrained(FOLDER)")  # fmt: skip
@@ -154,9 +161,11 @@ def hf_tokenizer(folder: Path, config: GPTConfig) -> Tokenizer:
         backend = BackendTokenizer.from_file(str(folder / TOKENIZER_FILE))
     except Exception as error:  # the Rust library raises plain Exceptions for malformed files
         raise TokenizerError(f"cannot read tokenizer {folder / TOKENIZER_FILE}: {error}") from error
-    roles = read_special_tokens(_file(folder, SPECIAL_TOKENS_FILE)) or _roles_from_ids(folder, backend)
+    settings = read_tokenizer_config(_file(folder, SPECIAL_TOKENS_FILE), _file(folder, CHAT_TEMPLATE_FILE))
+    if "eos" not in settings:
+        settings |= _roles_from_ids(folder, backend)
     try:
-        tokenizer = Tokenizer(backend, **roles)
+        tokenizer = Tokenizer(backend, **settings)
     except GptDeployError as error:
         raise TokenizerError(f"{folder}: {error}") from error
     if tokenizer.vocab_size > config.vocab_size:

@@ -3,9 +3,10 @@
 Byte-level means every UTF-8 string round-trips exactly (no unknown token). Digits are split one per token, which
 makes arithmetic learnable for small models (the Llama convention).
 
-A tokenizer whose special tokens have other names (one imported from Hugging Face: `<|endoftext|>`, `<s>`, ...)
-names them in a `tokenizer_config.json` next to `tokenizer.json`, the file and keys Hugging Face itself uses, since
-`tokenizer.json` has no place for the bos / eos / pad roles.
+`tokenizer_config.json` next to `tokenizer.json` (the file and keys Hugging Face itself uses, since `tokenizer.json`
+has no place for them) names the bos / eos / pad roles and holds the chat template: the Jinja text that turns a
+conversation into a prompt (`gptdeploy.chat_template` renders it). Ours is the fine-tuning format below; a model
+imported from Hugging Face keeps its own. A folder without the file has our special tokens and template.
 """
 
 from __future__ import annotations
@@ -23,16 +24,36 @@ from gptdeploy.paths import inside
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "tokenizer_config.json"  # Hugging Face's name for the file that names the special tokens
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where newer transformers versions keep the template instead
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
+# The fine-tuning format (`Q: ...\nA: answer<eos>`, see samples/finetune) as a chat template in Hugging Face's
+# convention: a system message is a leading line, each user turn a `Q:` line, each answer follows `A:` and ends
+# with eos; `add_generation_prompt` leaves the `A:` open for the model to answer.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}Q: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}A: {{ message['content'] | trim }}{{ eos_token }}"
+    "{% else %}{{ message['content'] }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}A:{% endif %}"
+)
 
 
 class Tokenizer:
     """Text <-> token ids, with the bos/eos/pad ids every other module needs."""
 
-    def __init__(self, backend: BackendTokenizer, bos: str = BOS, eos: str = EOS, pad: str = PAD):
+    def __init__(
+        self,
+        backend: BackendTokenizer,
+        bos: str = BOS,
+        eos: str = EOS,
+        pad: str = PAD,
+        chat_template: str = DEFAULT_CHAT_TEMPLATE,
+    ):
         self.backend = backend
         self.special_tokens = {"bos": bos, "eos": eos, "pad": pad}  # role -> token text
+        self.chat_template = chat_template
         ids = {token: backend.token_to_id(token) for token in (pad, bos, eos)}
         missing = [token for token, i in ids.items() if i is None]
         if missing:
@@ -73,16 +94,15 @@ class Tokenizer:
             backend = BackendTokenizer.from_file(str(path))
         except Exception as error:  # the Rust library raises plain Exceptions for malformed files
             raise TokenizerError(f"cannot read tokenizer {path}: {error}".splitlines()[0]) from error
-        return cls(backend, **read_special_tokens(special))
+        return cls(backend, **read_tokenizer_config(special))
 
     def save(self, path: str | Path) -> Path:
-        """Write `tokenizer.json`, and `tokenizer_config.json` beside it when the special tokens are not ours."""
+        """Write `tokenizer.json` and `tokenizer_config.json` (special tokens, chat template) beside it."""
         path = Path(path)
         if path.is_dir():
             path = path / TOKENIZER_FILE
         atomic_write_text(path, self.backend.to_str())
-        if self.special_tokens != {"bos": BOS, "eos": EOS, "pad": PAD}:
-            atomic_write_json(path.parent / SPECIAL_TOKENS_FILE, self.special_tokens_config())
+        atomic_write_json(path.parent / SPECIAL_TOKENS_FILE, self.special_tokens_config())
         return path
 
     def save_for_interchange(self, folder: str | Path) -> list[Path]:
@@ -101,11 +121,12 @@ class Tokenizer:
                 atomic_write_json(folder / SPECIAL_TOKENS_FILE, self.special_tokens_config())]  # fmt: skip
 
     def special_tokens_config(self) -> dict:
-        """The special tokens in Hugging Face's `tokenizer_config.json` form (transformers and onnxruntime-genai
-        read it too)."""
+        """The special tokens and chat template in Hugging Face's `tokenizer_config.json` form (transformers and
+        onnxruntime-genai read it too)."""
         roles = self.special_tokens
         return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": roles["bos"], "eos_token": roles["eos"],
-                "pad_token": roles["pad"], "clean_up_tokenization_spaces": False}  # fmt: skip
+                "pad_token": roles["pad"], "clean_up_tokenization_spaces": False,
+                "chat_template": self.chat_template}  # fmt: skip
 
     @property
     def vocab_size(self) -> int:
@@ -138,22 +159,44 @@ def check_text(text: object) -> str:
     return text
 
 
-def read_special_tokens(path: Path) -> dict[str, str]:
-    """bos / eos / pad token texts from a Hugging Face `tokenizer_config.json`; ours when there is none.
+def read_tokenizer_config(path: Path, template_file: Path | None = None) -> dict[str, str]:
+    """The `Tokenizer` arguments a Hugging Face `tokenizer_config.json` holds: bos / eos / pad token texts and the
+    chat template; none (ours) when there is no file. `template_file`: a `chat_template.jinja`, where newer
+    transformers versions keep the template, read when the config holds none.
 
     A missing bos or pad falls back to eos, as GPT-2 does (its one `<|endoftext|>` serves all three).
     """
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise TokenizerError(f"cannot read {path}: {error}") from error
+    data = _read_json(path) if path.is_file() else None
+    template = _chat_template(data, path)
+    if template is None and template_file is not None and template_file.is_file():
+        template = template_file.read_text(encoding="utf-8")
+    found = {"chat_template": template} if template else {}
+    if data is None:
+        return found
     roles = {role: _token_text(data.get(f"{role}_token")) if isinstance(data, dict) else None
              for role in ("bos", "eos", "pad")}  # fmt: skip
     if roles["eos"] is None:
         raise TokenizerError(f"{path} names no eos_token; add one so generation knows where text ends")
-    return {role: text or roles["eos"] for role, text in roles.items()}
+    return {**{role: text or roles["eos"] for role, text in roles.items()}, **found}
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TokenizerError(f"cannot read {path}: {error}") from error
+
+
+def _chat_template(data: object, path: Path) -> str | None:
+    """A Hugging Face `chat_template`: one text, or a list of named ones of which "default" (else the first) is the
+    one for plain chat."""
+    template = data.get("chat_template") if isinstance(data, dict) else None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default", next(iter(named.values()), None))
+    if template is not None and not (isinstance(template, str) and template.strip()):
+        raise TokenizerError(f"{path}: chat_template must be non-empty Jinja text, got {template!r:.60}")
+    return template
 
 
 def _token_text(value: object) -> str | None:

@@ -39,7 +39,7 @@ def test_a_fresh_bundle_verifies_and_describes_itself(bundle):
     assert artifact.details.op_counts and artifact.details.size_bytes > 0
     assert loaded.manifest["io"]["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
     assert loaded.config.n_layer == 2 and loaded.manifest["format_version"] == FORMAT_VERSION
-    assert loaded.manifest["files"].keys() == {"tokenizer.json", "golden.npz"}  # shared by every artifact
+    assert loaded.manifest["files"].keys() == {"tokenizer.json", "tokenizer_config.json", "golden.npz"}  # shared
 
 
 def test_an_edited_genai_config_is_caught(bundle):

@@ -92,7 +92,7 @@ def test_generate_takes_a_batch(checkpoint):
 
 @pytest.mark.parametrize("typed", ["hello\nagain\n\n", "hello\nagain\n"], ids=["empty line", "end of input"])
 def test_chat_answers_each_line_and_ends_cleanly(checkpoint, typed):
-    args = ["chat", checkpoint, "--max-new-tokens", "4", "--template", "Q: {}\nA:", "--temperature", "1", "--seed", "1"]
+    args = ["chat", checkpoint, "--max-new-tokens", "4", "--temperature", "1", "--seed", "1"]
     result = run(*args, input=typed)
     assert result.stdout.count("\n") == 2 and "Aborted" not in result.output
 

@@ -3,12 +3,14 @@ real one. What a request generates is checked against every real backend in test
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from gptdeploy.engine import Engine, EngineLoop, GenerationConfig
 from gptdeploy.errors import GenerationError
+from gptdeploy.generate import generate
 from tests.helpers import ScriptedRuntime
 
 FOUR = GenerationConfig(max_new_tokens=4, ignore_eos=True)
@@ -161,3 +163,23 @@ def test_memory_stays_flat_over_a_thousand_requests(tokenizer):
     growth = resident_kib() - before
     assert growth < 4096, f"resident memory grew by {growth} KiB over 1,000 requests"
     assert not engine.busy and sorted(engine.free_slots) == [0, 1, 2, 3] and not np.any(engine.runtime.lengths)
+
+
+def test_logprobs_are_the_models_own_for_every_generated_token(tokenizer):
+    from gptdeploy.runtimes.torch_runtime import TorchRuntime
+    from tests.helpers import tiny_model
+
+    runtime = TorchRuntime(tiny_model(seed=2), tokenizer, max_slots=2)
+    config = GenerationConfig(max_new_tokens=5, ignore_eos=True, temperature=0.9, seed=4, logprobs=3)
+    engine = Engine(runtime)
+    request = engine.submit("Mia lives", config)
+    engine.run()
+    result = request.result()
+    assert [p.token for p in result.logprobs] == result.tokens and all(len(p.top) == 3 for p in result.logprobs)
+    runtime.reset()
+    logits = runtime.prefill(0, tokenizer.encode("Mia lives", bos=True)).astype(np.float64)
+    expected = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    first = result.logprobs[0]
+    assert first.logprob == pytest.approx(expected[first.token], abs=1e-9)
+    assert [t for t, _ in first.top] == np.argsort(-expected)[:3].tolist()
+    assert generate(runtime, "Mia lives", replace(config, logprobs=None)).logprobs is None

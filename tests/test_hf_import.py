@@ -78,6 +78,27 @@ def test_special_tokens_come_from_config_ids_without_a_tokenizer_config(llama_fo
     assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (1, 2, 2)
 
 
+LLAMA_STYLE = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}"
+
+
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
+def test_an_imported_model_keeps_its_own_chat_template(llama_folder, tmp_path, where):
+    from gptdeploy.chat_template import ChatTemplate
+    from gptdeploy.hf_import import import_hf
+    from gptdeploy.tokenizer import Tokenizer
+
+    folder = edited_copy(llama_folder, tmp_path / "hf")
+    if where == "chat_template.jinja":
+        (folder / where).write_text(LLAMA_STYLE)
+    else:
+        settings = json.loads((folder / where).read_text())
+        (folder / where).write_text(json.dumps({**settings, "chat_template": LLAMA_STYLE}))
+    import_hf(folder, tmp_path / "checkpoint")
+    tokenizer = Tokenizer.load(tmp_path / "checkpoint")
+    assert tokenizer.chat_template == LLAMA_STYLE
+    assert ChatTemplate(tokenizer).render([{"role": "user", "content": "hi"}]) == "[user] hi</s>"
+
+
 def test_sharded_safetensors_and_transformers_4_rope_keys_import(llama_folder, tmp_path):
     from gptdeploy.checkpoint import load_checkpoint
     from gptdeploy.hf_import import import_hf

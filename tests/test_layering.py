@@ -1,4 +1,5 @@
-"""Which layer may import which, read from the source: runtimes never import export, nothing imports the CLI, and
+"""Which layer may import which, read from the source: runtimes never import export, nothing imports the CLI, only
+the server package uses the server's optional libraries (so `import gptdeploy` never needs FastAPI), and
 the modules a torch-free deployment runs never import torch when they are imported (lazy imports inside functions
 are how the optional parts reach their libraries, and stay allowed)."""
 
@@ -18,8 +19,10 @@ TORCH_FREE = [
     "gptdeploy", "gptdeploy.generate", "gptdeploy.engine", "gptdeploy.sampling", "gptdeploy.runtimes.base",
     "gptdeploy.runtimes.ort_runtime", "gptdeploy.runtimes.trt_runtime", "gptdeploy.runtimes.capi.implementation",
     "gptdeploy.bundle", "gptdeploy.checkpoint", "gptdeploy.golden", "gptdeploy.parity", "gptdeploy.evaluate",
-    "gptdeploy.graph_contract", "gptdeploy.cli", "gptdeploy.export.genai_config", "gptdeploy.export.preflight",
+    "gptdeploy.graph_contract", "gptdeploy.chat_template", "gptdeploy.cli", "gptdeploy.export.genai_config",
+    "gptdeploy.export.preflight", "gptdeploy.serve.app", "gptdeploy.serve.runner", "gptdeploy.serve.options",
 ]  # fmt: skip
+SERVE_LIBRARIES = ("fastapi", "starlette", "uvicorn", "prometheus_client", "ray")  # the serve and ray extras
 
 
 def source_modules() -> dict[str, str]:
@@ -70,6 +73,8 @@ def violations(modules: dict[str, str]) -> list[str]:
                 problems.append(f"{name} -> {target}: runtimes only load files; building them is export's job")
             if target.startswith("gptdeploy.cli") and not name.startswith(("gptdeploy.cli", "gptdeploy.__main__")):
                 problems.append(f"{name} -> {target}: the CLI is a leaf; libraries never import it")
+            if target.split(".")[0] in SERVE_LIBRARIES and not name.startswith("gptdeploy.serve"):
+                problems.append(f"{name} -> {target}: only gptdeploy.serve may use the optional serve extra")
     for name in TORCH_FREE:
         seen, chain = {name}, [name]
         while chain:
@@ -93,6 +98,7 @@ def test_the_package_keeps_its_layers():
         ("gptdeploy.runtimes.ort_runtime", "from gptdeploy.export.pipeline import add_stage", "runtimes only load"),
         ("gptdeploy.engine_of_tomorrow", "import gptdeploy.cli.common", "the CLI is a leaf"),
         ("gptdeploy.sampling", "from gptdeploy.model import GPT", "gptdeploy.generate imports torch"),
+        ("gptdeploy.engine", "import fastapi", "only gptdeploy.serve may use"),
     ],
 )
 def test_a_planted_forbidden_import_is_caught(module, planted, rule):

@@ -24,6 +24,7 @@ def test_wheel_contains_export_and_runtimes_inside_the_package(wheel):
     assert "gptdeploy/export/__init__.py" in names
     assert "gptdeploy/runtimes/__init__.py" in names
     assert "gptdeploy/model.py" in names and "gptdeploy/cli/__init__.py" in names
+    assert "gptdeploy/serve/app.py" in names  # the server ships in the wheel; its libraries are an extra
     capi = {
         "gptdeploy/runtimes/capi/gptdeploy.h",
         "gptdeploy/runtimes/capi/shim.c",

@@ -21,6 +21,7 @@ from gptdeploy.cli.engines import build_engine_command, check_command
 from gptdeploy.cli.interop import export_gguf_command, export_hf_command, import_hf_command
 from gptdeploy.cli.quantize import quantize_command
 from gptdeploy.cli.running import chat_command, generate_command
+from gptdeploy.cli.serving import serve_command
 from gptdeploy.cli.training import (
     data_command,
     demo_command,
@@ -33,7 +34,8 @@ from gptdeploy.errors import GptDeployError
 
 # The extra that installs each optional library (pyproject.toml); the core install runs bundles without them.
 OPTIONAL_MODULES = {"torch": "train", "onnxscript": "train", "onnx_ir": "train",
-                    "matplotlib": "train", "tensorrt": "gpu", "cffi": "capi", "gguf": "gguf"}  # fmt: skip
+                    "matplotlib": "train", "tensorrt": "gpu", "cffi": "capi", "gguf": "gguf", "fastapi": "serve",
+                    "uvicorn": "serve", "prometheus_client": "serve", "ray": "ray"}  # fmt: skip
 
 
 class TranslatingGroup(click.Group):
@@ -88,7 +90,7 @@ def show_progress_logs() -> None:
 
 COMMANDS = [
     data_command, train_command, finetune_command, evaluate_command, plot_command, demo_command,
-    generate_command, chat_command,
+    generate_command, chat_command, serve_command,
     export_command, optimize_command, quantize_command, inspect_command, parity_command,
     build_engine_command, check_command, capi_group, import_hf_command, export_hf_command, export_gguf_command,
 ]  # fmt: skip

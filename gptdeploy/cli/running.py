@@ -51,26 +51,39 @@ def generate_command(model, prompts, backend, device, precision, artifact, max_s
 
 @click.command("chat")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--template", default="{}", show_default=True, help="How a line becomes a prompt; {} is the line.")
+@click.option("--system", help="A system message that opens the conversation.")
+@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A Jinja chat template file to use instead of the model's own.")  # fmt: skip
 @backend_options
 @generation_options
-def chat_command(model, template, backend, device, precision, artifact, max_slots, **settings) -> None:
-    """Type a line, read the model's streamed answer; an empty line or end of input quits.
+def chat_command(model, system, chat_template, backend, device, precision, artifact, max_slots, **settings) -> None:
+    """Type a line, read the model's streamed answer; an empty line or end of input quits. The model's chat
+    template turns the conversation so far into its prompt; the oldest turns go when it outgrows the context.
 
-    Example: gptdeploy chat runs/demo/finetune --template $'Q: {}\\nA:'
+    Example: gptdeploy chat runs/demo/finetune
     """
+    from gptdeploy.chat_template import ChatTemplate
+    from gptdeploy.errors import GenerationError
     from gptdeploy.generate import stream
     from gptdeploy.runtimes.base import load_runtime
 
-    if "{}" not in template:
-        raise click.BadParameter("the template needs a {} where the line goes", param_hint="--template")
     config = generation_config(**settings)
     with load_runtime(model, backend, device, precision, max_slots, artifact) as runtime:
+        template = ChatTemplate(runtime.tokenizer, chat_template.read_text(encoding="utf-8") if chat_template else None)
+        room = runtime.info.max_seq_len - config.max_new_tokens
+        if room < 1:
+            raise GenerationError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt in the "
+                                  f"model's context of {runtime.info.max_seq_len}; lower it")  # fmt: skip
+        messages = [{"role": "system", "content": system}] if system else []
         click.echo(f"chatting with {model} on {runtime.info.backend}/{runtime.info.device}; empty line quits", err=True)
         for line in typed_lines():
-            for piece in stream(runtime, template.replace("{}", line), config):
+            messages = template.fit([*messages, {"role": "user", "content": line}], room)
+            answer = ""
+            for piece in stream(runtime, template.render(messages), config):
                 click.echo(piece, nl=False)
+                answer += piece
             click.echo()
+            messages.append({"role": "assistant", "content": answer})
 
 
 def typed_lines() -> Iterator[str]:
