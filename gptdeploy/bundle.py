@@ -278,6 +278,9 @@ def check_artifacts(bundle_dir: Path, artifacts: list[Artifact]) -> None:
     folders: dict[str, str] = {}
     for artifact in artifacts:
         where = f"artifact {artifact.name!r}"
+        if artifact.details is None:
+            raise BundleError(f"{bundle_dir / MANIFEST_FILE}: {where} has no details (source, recipe, parity); "
+                              f"{REEXPORT}")  # fmt: skip
         if artifact.path not in artifact.files or len(PurePosixPath(artifact.path).parts) < 2:
             raise BundleError(f"{bundle_dir / MANIFEST_FILE}: {where} path {artifact.path!r} is not one of its files "
                               f"in a folder of its own; {REEXPORT}")  # fmt: skip

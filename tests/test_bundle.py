@@ -119,8 +119,9 @@ def add_copy_of_the_graph(bundle, replace_existing: bool = False) -> Artifact:
     with staged_folder(bundle) as staging:
         shutil.copy(bundle / "decoder-fp32" / "model.onnx", staging / "model.onnx")
         shutil.copy(bundle / "decoder-fp32" / "model.onnx.data", staging / "model.onnx.data")
-        return install_artifact(bundle, staging, Artifact("onnx-copy", "onnx", "fp32", "model.onnx", {}, 18),
-                                replace_existing)  # fmt: skip
+        details = load_bundle(bundle).artifact(name="onnx-fp32").details
+        copy = Artifact("onnx-copy", "onnx", "fp32", "model.onnx", {}, 18, details)
+        return install_artifact(bundle, staging, copy, replace_existing)
 
 
 def test_an_added_artifact_is_verified_listed_and_selectable_by_name(bundle):
@@ -200,6 +201,7 @@ def _repoint(manifest, path: str) -> None:
         (lambda m: m["artifacts"].append(dict(m["artifacts"][0], name="twin")), "artifact 'onnx-fp32' uses it too"),
         (lambda m: m["artifacts"][0]["details"]["parity"].update(passed="yes"), "mistyped passed"),
         (lambda m: m["artifacts"][0]["details"].update(size_bytes="big"), "field size_bytes must be int"),
+        (lambda m: m["artifacts"][0].update(details=None), "artifact 'onnx-fp32' has no details"),
         (lambda m: m["artifacts"][0].pop("opset"), "an artifact lacks a field gptdeploy writes"),
         (lambda m: m["model"].pop("vocab_size"), "model must list every model config field"),
         (lambda m: m["model"].update(n_layer=3), "io does not list gptdeploy's graph inputs and outputs for 3"),

@@ -200,7 +200,7 @@ def test_versions():
 
 
 def test_cli_reports_each_artifact_and_exits_1_on_problems(exported, tmp_path):
-    from gptdeploy.bundle import Artifact
+    from gptdeploy.bundle import Artifact, load_bundle
     from gptdeploy.bundle_write import install_artifact, staged_folder
     from gptdeploy.cli import main
 
@@ -210,7 +210,8 @@ def test_cli_reports_each_artifact_and_exits_1_on_problems(exported, tmp_path):
         graph = helper.make_graph([node], "g", [value("x")], [value("y")])
         imports = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
         onnx.save(helper.make_model(graph, opset_imports=imports), staging / "model.onnx")
-        install_artifact(bundle, staging, Artifact("onnx-contrib", "onnx", "fp32", "model.onnx", {}, 18))
+        details = load_bundle(bundle).artifact(name="onnx-fp32").details
+        install_artifact(bundle, staging, Artifact("onnx-contrib", "onnx", "fp32", "model.onnx", {}, 18, details))
 
     result = CliRunner().invoke(main, ["check", str(bundle), "--trt-version", "10.3", "--json"])
     assert result.exit_code == 1, result.output

@@ -80,7 +80,7 @@ def bundle(tmp_path_factory, tokenizer):
     import onnx
     from onnx import TensorProto, helper
 
-    from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, sha256_file, write_manifest
+    from gptdeploy.bundle import GOLDEN_FILE, TOKENIZER_FILE, Artifact, ArtifactDetails, sha256_file, write_manifest
     from gptdeploy.bundle_write import add_artifact
 
     root = tmp_path_factory.mktemp("build") / "bundle"
@@ -93,7 +93,10 @@ def bundle(tmp_path_factory, tokenizer):
     onnx.save(helper.make_model(graph), root / "decoder" / "model.onnx")
     files = {"decoder/model.onnx": sha256_file(root / "decoder" / "model.onnx")}
     write_manifest(root, TINY, {}, {"checkpoint": "none", "task_accuracy": None})
-    add_artifact(root, Artifact("onnx-fp32", "onnx", "fp32", "decoder/model.onnx", files, 18))
+    parity = {"precision": "fp32", "passed": True, "failures": [], "max_abs_logit_diff": 0.0, "max_rel_logit_diff": 0.0,
+              "mean_kl": 0.0, "top1_agreement": 1.0, "greedy_identical": 0, "prompts": 0}  # fmt: skip
+    details = ArtifactDetails("none", {}, parity)
+    add_artifact(root, Artifact("onnx-fp32", "onnx", "fp32", "decoder/model.onnx", files, 18, details))
     return root
 
 
