@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from gptdeploy import distributed
 from gptdeploy.checkpoint import holds_checkpoint, load_checkpoint, read_config
 from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example
-from gptdeploy.data import FinetuneData, PretrainData
+from gptdeploy.data import FinetuneData, MaskedPretrainData, PretrainData
 from gptdeploy.errors import CheckpointError, ConfigError
 from gptdeploy.evaluate import EvalReport, exact_match
 from gptdeploy.model import GPT, GPTConfig
@@ -25,6 +26,7 @@ from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.train import TrainConfig, TrainResult, train
 from gptdeploy.validation import checked_arguments
 
+OBJECTIVES = ("causal", "mlm")
 PRETRAIN_DEFAULTS = TrainConfig()
 FINETUNE_DEFAULTS = TrainConfig(
     max_steps=3000, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=50, eval_interval=500
@@ -49,22 +51,37 @@ def pretrain(
     progress: bool = True,
     data: str = "shipped corpus",
     force: bool = False,
+    objective: Literal["causal", "mlm"] = "causal",
+    mask_rate: float = 0.15,
 ) -> TrainResult:
     """Train a tokenizer and a model from scratch on `documents` (`data` says where they came from, for the record).
 
-    A checkpoint already in `out_dir` is continued with `resume` and overwritten only with `force`.
+    `objective`: "causal" predicts each next token; "mlm" trains an encoder (bidirectional attention, a `<|mask|>`
+    token) to predict a share `mask_rate` of masked tokens from both sides. A checkpoint already in `out_dir` is
+    continued with `resume` (with the objective it was started with) and overwritten only with `force`.
     """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     refuse_overwriting(out_dir, resume, force)
     if resume:
         config, _ = read_config(out_dir)
         tokenizer = Tokenizer.load(out_dir)
+        objective = "causal" if config.causal else "mlm"
     else:
-        base = GPTConfig.preset(preset, **(model_overrides or {}))
+        base = GPTConfig.preset(preset, **{"causal": objective == "causal", **(model_overrides or {})})
+        if base.causal != (objective == "causal"):
+            raise ConfigError(f"--set causal={base.causal} contradicts the objective {objective}; drop it")
         require_model_memory(base, train_config.batch_size)  # before the tokenizer is trained for it
-        tokenizer = Tokenizer.train(documents, vocab_size=base.vocab_size)
+        tokenizer = Tokenizer.train(documents, vocab_size=base.vocab_size, mask=objective == "mlm")
         config = replace(base, vocab_size=tokenizer.vocab_size)
-    data_set = PretrainData(documents, tokenizer, config.block_size, train_config.batch_size, seed=train_config.seed)
-    info = {"stage": "pretrain", "preset": preset, "data": data}
+    batching = (config.block_size, train_config.batch_size, train_config.seed)
+    if objective == "mlm":
+        data_set = MaskedPretrainData(documents, tokenizer, *batching, mask_rate=mask_rate)
+    else:
+        data_set = PretrainData(documents, tokenizer, *batching)
+    info = {"stage": "pretrain", "preset": preset, "data": data, "objective": objective}
+    if objective == "mlm":
+        info["mask_rate"] = mask_rate
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed alone
     return train(GPT(config), tokenizer, data_set, train_config, out_dir, info, resume, device, progress)
 

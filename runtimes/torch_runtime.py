@@ -69,6 +69,11 @@ class TorchRuntime(SlotRuntime):
             raise BackendError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
         if precision != "fp32" and self.device.type != "cuda":
             raise BackendError(f"{precision} runs on CUDA only; use precision fp32 on {self.device}")
+        if not model.config.causal:
+            raise BackendError(
+                "this model is an encoder (pretrained with --objective mlm): it sees both sides of "
+                "every token, so it cannot generate; use `gptdeploy fill-mask` or `gptdeploy classify`"
+            )
         self.dtype = DTYPES[precision]
         self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = tokenizer

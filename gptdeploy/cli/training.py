@@ -49,10 +49,12 @@ def parse_setting(setting: str) -> tuple[str, object]:
 
 
 def describe_training(data: dict) -> str:
-    bits = data.get("val_bits_per_char")
+    bits, unigram = data.get("val_bits_per_char"), data.get("val_unigram_accuracy")
     lines = [
         f"steps {data['steps']}  train loss {data['train_loss']:.4f}  val loss {data['val_loss']:.4f}"
         f"  val perplexity {data['val_perplexity']:.3f}" + (f"  val bits/char {bits:.4f}" if bits else ""),
+        f"val accuracy {data['val_accuracy']:.1%}"
+        + (f"  (masked tokens; the unigram baseline's {unigram:.1%})" if unigram is not None else ""),
         f"{data['seconds']:.0f} s at {data['tokens_per_second']:,.0f} tokens/s"
         + ("  (stopped by the time budget)" if data["stopped_early"] else ""),
     ]
@@ -79,9 +81,24 @@ def data_command(out_dir: Path, seed: int) -> None:
 @click.option("--data", "sources", multiple=True, type=click.Path(path_type=Path), help="Text files or folders.")
 @click.option("--set", "model_settings", multiple=True, metavar="FIELD=VALUE",
               help="Change a model config field of the preset, e.g. --set n_head=8 --set positions=rope.")  # fmt: skip
+@click.option(
+    "--objective",
+    type=click.Choice(["causal", "mlm"]),
+    default="causal",
+    show_default=True,
+    help="causal: predict the next token (a decoder); mlm: predict masked tokens from both sides (an "
+    "encoder, for fill-mask and classification).",
+)
+@click.option(
+    "--mask-rate",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="mlm: the share of tokens selected for prediction.",
+)
 @training_options
-def train_command(out_dir: Path, preset: str, sources, model_settings, resume, force, device, as_json, compile_,
-                  **values):  # fmt: skip
+def train_command(out_dir: Path, preset: str, sources, model_settings, objective, mask_rate, resume, force, device,
+                  as_json, compile_, **values):  # fmt: skip
     """Pretrain a tokenizer and a model on text (the shipped corpus unless --data is given).
 
     Example: gptdeploy train --out runs/pretrain --preset small --max-minutes 8
@@ -95,7 +112,19 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, resume, f
     overrides = dict(parse_setting(setting) for setting in model_settings)
     documents = read_documents(sources) if sources else generate_corpus().documents
     data = ", ".join(map(str, sources)) or "shipped corpus"
-    result = pretrain(out_dir, preset, documents, config, overrides, resume, device, data=data, force=force)
+    result = pretrain(
+        out_dir,
+        preset,
+        documents,
+        config,
+        overrides,
+        resume,
+        device,
+        data=data,
+        force=force,
+        objective=objective,
+        mask_rate=mask_rate,
+    )
     if is_main_process():  # under torchrun, one report rather than one per rank
         emit(asdict(result), as_json, describe_training)
 
