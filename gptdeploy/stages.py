@@ -15,6 +15,8 @@ import torch
 
 from gptdeploy import distributed
 from gptdeploy.checkpoint import holds_checkpoint, load_checkpoint, read_config
+from gptdeploy.classification import ClassifyData, label_names
+from gptdeploy.corpus.genres import GENRE_TASK, LabeledText
 from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example
 from gptdeploy.data import FinetuneData, MaskedPretrainData, PretrainData
 from gptdeploy.errors import CheckpointError, ConfigError
@@ -28,6 +30,8 @@ from gptdeploy.validation import checked_arguments
 
 OBJECTIVES = ("causal", "mlm")
 PRETRAIN_DEFAULTS = TrainConfig()
+CLASSIFY_DEFAULTS = TrainConfig(max_steps=300, batch_size=32, learning_rate=1e-3, min_learning_rate=1e-4,
+                                warmup_steps=30, eval_interval=100, checkpoint_interval=100)  # fmt: skip
 FINETUNE_DEFAULTS = TrainConfig(
     max_steps=3000, batch_size=32, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=50, eval_interval=500
 )
@@ -116,6 +120,48 @@ def finetune(
     if distributed.is_main_process():
         report = exact_match(TorchRuntime(model, tokenizer, device=str(next(model.parameters()).device)), heldout)
     return FinetuneResult(train=result, heldout=report)
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    train: TrainResult
+    labels: list[str]
+    heldout_accuracy: float  # on every held-out example
+
+
+@checked_arguments(ConfigError)
+def finetune_classifier(
+    base: str | Path,
+    out_dir: str | Path,
+    examples: tuple[Sequence[LabeledText], Sequence[LabeledText]],
+    train_config: TrainConfig = CLASSIFY_DEFAULTS,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    task: str = GENRE_TASK,
+    force: bool = False,
+) -> ClassifyResult:
+    """Fine-tune a checkpoint (an MLM encoder, or a causal model) to label texts: a linear head over the mean of
+    its final hidden states, trained with everything else; returns held-out accuracy. `task` names the examples'
+    origin in the checkpoint. The head is new unless `base` already classifies into the same labels."""
+    refuse_overwriting(out_dir, resume, force)
+    checkpoint = load_checkpoint(base)
+    train_examples, heldout = examples
+    labels = label_names(train_examples, heldout)
+    config = replace(checkpoint.config, num_labels=len(labels))
+    require_model_memory(config, train_config.batch_size)
+    state = checkpoint.model.state_dict()
+    if checkpoint.info.get("labels") != labels:
+        state = {name: value for name, value in state.items() if not name.startswith("score.")}
+    torch.manual_seed(train_config.seed)  # the new head's initial weights
+    model = GPT(config)
+    model.load_state_dict(state, strict=False)
+    data = ClassifyData(train_examples, heldout, labels, checkpoint.tokenizer, config.block_size,
+                        train_config.batch_size, train_config.seed)  # fmt: skip
+    info = {"stage": "finetune", "base": str(base), "preset": checkpoint.info.get("preset"), "task": task,
+            "objective": checkpoint.info.get("objective", "causal"), "labels": labels}  # fmt: skip
+    result = train(model, checkpoint.tokenizer, data, train_config, out_dir, info, resume, device, progress)
+    return ClassifyResult(train=result, labels=labels, heldout_accuracy=result.val_accuracy)
 
 
 def refuse_overwriting(out_dir: str | Path, resume: bool, force: bool) -> None:

@@ -34,3 +34,16 @@ def bundle_dir(tmp_path_factory, checkpoint_dir):
     export_bundle(checkpoint_dir, path, tasks=False)
     optimize_bundle(path, "onnxruntime")
     return path
+
+
+@pytest.fixture(scope="session")
+def mask_tokenizer() -> Tokenizer:
+    return Tokenizer.train(SAMPLE_TEXT * 20, vocab_size=320, mask=True)
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, mask_tokenizer):
+    """A tiny MLM encoder checkpoint (random weights, a tokenizer with <|mask|>); never modify it."""
+    path = tmp_path_factory.mktemp("tiny-encoder")
+    save_checkpoint(path, tiny_model(seed=2, causal=False), mask_tokenizer, {"stage": "pretrain", "objective": "mlm"})
+    return path

@@ -134,17 +134,30 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, objective
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--data", "train_file", type=click.Path(path_type=Path), help="Training pairs (JSONL).")
 @click.option("--heldout", "heldout_file", type=click.Path(path_type=Path), help="Held-out pairs (JSONL).")
+@click.option(
+    "--task",
+    type=click.Choice(["generate", "classify"]),
+    default="generate",
+    show_default=True,
+    help='generate: prompt/completion pairs; classify: {"text", "label"} lines (a head over the '
+    "pooled hidden states; default data: the shipped genre task).",
+)
 @training_options
-def finetune_command(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, **values):
-    """Fine-tune a checkpoint on prompt/completion pairs and report held-out exact match.
+def finetune_command(base, out_dir, train_file, heldout_file, task, resume, force, device, as_json, compile_,
+                     **values):  # fmt: skip
+    """Fine-tune a checkpoint on prompt/completion pairs (held-out exact match) or labelled texts (held-out accuracy).
 
     Example: gptdeploy finetune runs/pretrain --out runs/finetune
+    Example: gptdeploy finetune runs/mlm --task classify --data train.jsonl --out runs/classify
     """
     from gptdeploy.corpus.tasks import SHIPPED_TASKS, generate_tasks
     from gptdeploy.data import read_pairs
     from gptdeploy.errors import DataError
     from gptdeploy.stages import FINETUNE_DEFAULTS, finetune
 
+    if task == "classify":
+        classify_finetune(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, values)
+        return
     if (train_file is None) != (heldout_file is None):
         raise DataError("give both --data and --heldout (or neither, for the shipped tasks)")
     shipped = train_file is None
@@ -156,6 +169,31 @@ def finetune_command(base, out_dir, train_file, heldout_file, resume, force, dev
         return
     data = {**asdict(result.train), "heldout": result.heldout.to_dict()}
     emit(data, as_json, lambda d: describe_training(d) + "\n" + describe_accuracy(d["heldout"]))
+
+
+def classify_finetune(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, values):
+    """`finetune --task classify`: the shipped genre task, or --data with --heldout (or its last tenth held out)."""
+    from gptdeploy.classification import read_labeled
+    from gptdeploy.corpus.genres import GENRE_TASK, generate_genre_task
+    from gptdeploy.errors import DataError
+    from gptdeploy.stages import CLASSIFY_DEFAULTS, finetune_classifier
+
+    if train_file is None:
+        if heldout_file is not None:
+            raise DataError("--heldout needs --data (or give neither, for the shipped genre task)")
+        examples, task = generate_genre_task(), GENRE_TASK
+    elif heldout_file is not None:
+        examples, task = (read_labeled(train_file), read_labeled(heldout_file)), str(train_file)
+    else:
+        labeled = read_labeled(train_file)
+        cut = len(labeled) - max(1, len(labeled) // 10)
+        examples, task = (labeled[:cut], labeled[cut:]), str(train_file)
+    config = make_train_config(CLASSIFY_DEFAULTS, compile_, **values)
+    result = finetune_classifier(base, out_dir, examples, config, resume, device, task=task, force=force)
+    data = {**asdict(result.train), "labels": result.labels, "heldout_accuracy": result.heldout_accuracy,
+            "heldout_examples": len(examples[1])}  # fmt: skip
+    emit(data, as_json, lambda d: describe_training(d) + f"\nheld-out accuracy {d['heldout_accuracy']:.1%} over "
+         f"{d['heldout_examples']} examples ({len(d['labels'])} labels)")  # fmt: skip
 
 
 def describe_accuracy(report: dict) -> str:
