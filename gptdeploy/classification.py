@@ -15,6 +15,7 @@ from torch import Tensor
 
 from gptdeploy.corpus.genres import LabeledText
 from gptdeploy.data import Batch, _generator, _read_text_file
+from gptdeploy.encoder import encode_texts
 from gptdeploy.errors import DataError
 from gptdeploy.tokenizer import Tokenizer
 
@@ -52,17 +53,6 @@ def label_names(train: Sequence[LabeledText], heldout: Sequence[LabeledText]) ->
     return labels
 
 
-def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], block_size: int) -> tuple[Tensor, Tensor]:
-    """(input_ids, attention_mask), both (B, T): bos + text cut to the context, right-padded with pad."""
-    rows = [ids[:block_size] for ids in tokenizer.encode_batch(list(texts), bos=True)]
-    width = max(len(row) for row in rows)
-    inputs = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        inputs[index, : len(row)], mask[index, : len(row)] = torch.tensor(row), 1
-    return inputs, mask
-
-
 class ClassifyData:
     """Labelled texts in shuffled epochs (batch `index` alone decides its content, as for the other data)."""
 
@@ -78,7 +68,9 @@ class ClassifyData:
         self._order: tuple[int, Tensor] = (-1, torch.empty(0))
 
     def _collate(self, items: Sequence[LabeledText]) -> Batch:
-        inputs, mask = encode_texts(self.tokenizer, [item.text for item in items], self.block_size)
+        inputs, mask = map(
+            torch.from_numpy, encode_texts(self.tokenizer, [item.text for item in items], self.block_size)
+        )
         targets = torch.tensor([self.targets[id(item)] for item in items])
         return Batch(inputs, targets, int(mask.sum()), mask)
 

@@ -215,7 +215,15 @@ class GPT(nn.Module):
         if self.score is None:
             raise ValueError("this model has no classification head (num_labels is 0)")
         x, _ = self.hidden_states(idx, None, attention_mask, None)  # (B, T, C)
-        weights = torch.ones(idx.shape, dtype=x.dtype, device=x.device) if attention_mask is None else attention_mask
+        return self._pooled_scores(x, attention_mask)
+
+    def encode(self, idx: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """One pass of an encoder, no cache: token logits (B, T, vocab) and, with a head, class scores (B, labels)."""
+        x, _ = self.hidden_states(idx, None, attention_mask, None)  # (B, T, C)
+        return self.lm_head(x), self._pooled_scores(x, attention_mask) if self.score is not None else None
+
+    def _pooled_scores(self, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+        weights = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if attention_mask is None else attention_mask
         weights = weights.to(x.dtype)[..., None]  # (B, T, 1)
         pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
         return self.score(pooled)  # (B, num_labels)

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from gptdeploy.checkpoint import load_checkpoint, read_config
-from gptdeploy.classification import encode_texts, label_names, read_labeled
+from gptdeploy.classification import label_names, read_labeled
 from gptdeploy.corpus.genres import LabeledText
+from gptdeploy.encoder import encode_texts
 from gptdeploy.errors import DataError
 from gptdeploy.stages import finetune_classifier
 from gptdeploy.train import TrainConfig
@@ -45,7 +46,7 @@ def test_padding_does_not_change_a_class_score(encoder_dir):
     from gptdeploy.model import GPT
 
     model = GPT(checkpoint.config.__class__(**{**checkpoint.config.to_dict(), "num_labels": 3})).eval()
-    inputs, mask = encode_texts(checkpoint.tokenizer, ["Mia lives in Riverton.", "Tom"], 128)
+    inputs, mask = map(torch.from_numpy, encode_texts(checkpoint.tokenizer, ["Mia lives in Riverton.", "Tom"], 128))
     with torch.no_grad():
         batched = model.classify(inputs, mask)
         alone = model.classify(inputs[1:, : int(mask[1].sum())])
