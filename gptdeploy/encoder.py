@@ -16,9 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from gptdeploy.errors import GenerationError
+from gptdeploy.graph_contract import CLASS_SCORES, LOGITS
 from gptdeploy.tokenizer import MASK, Tokenizer
-
-LOGITS, CLASS_SCORES = "logits", "class_scores"  # the outputs of an encoder pass (and of the encoder graph)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from gptdeploy.checkpoint import load_checkpoint
-from gptdeploy.encoder import CLASS_SCORES, LOGITS, EncoderInfo
+from gptdeploy.encoder import EncoderInfo
 from gptdeploy.errors import BackendError
+from gptdeploy.graph_contract import CLASS_SCORES, LOGITS
 from gptdeploy.model import GPT, KV
 from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime, check_cache_memory
 from gptdeploy.tokenizer import Tokenizer
