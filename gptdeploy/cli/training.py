@@ -236,16 +236,35 @@ def plot_command(run_dirs, out: Path) -> None:
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Where the demo works  [default: runs/demo, or runs/demo-mlm with --objective mlm]",
+)
 @click.option("--quick", is_flag=True, help="Tiny model, about two minutes: a first look.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming or reusing earlier checkpoints.")
+@click.option(
+    "--objective",
+    type=click.Choice(["causal", "mlm"]),
+    default="causal",
+    show_default=True,
+    help="causal: the decoder demo; mlm: MLM pretraining, classification fine-tuning, encoder export.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None:
+def demo_command(out_dir: Path | None, quick: bool, fresh: bool, objective: str, as_json: bool) -> None:
     """Generate data, pretrain, fine-tune, export, fuse and quantize, then compare every backend and variant.
 
-    Example: gptdeploy demo          (small model, about 15 minutes on 2 CPU cores)
+    Example: gptdeploy demo                   (small model, about 15 minutes on 2 CPU cores)
+    Example: gptdeploy demo --objective mlm   (an encoder, a few minutes)
     """
+    if objective == "mlm":
+        from gptdeploy.demo_mlm import MLM_FULL, MLM_QUICK, describe_mlm_demo, run_mlm_demo
+
+        result = run_mlm_demo(out_dir or Path("runs/demo-mlm"), MLM_QUICK if quick else MLM_FULL, fresh)
+        emit(result, as_json, describe_mlm_demo)
+        return
     from gptdeploy.demo import FULL, QUICK, describe_demo, run_demo
 
-    result = run_demo(out_dir, QUICK if quick else FULL, fresh)
+    result = run_demo(out_dir or Path("runs/demo"), QUICK if quick else FULL, fresh)
     emit(result, as_json, describe_demo)
