@@ -18,7 +18,7 @@ from gptdeploy.bundle import MANIFEST_FILE, load_bundle
 from gptdeploy.checkpoint import parameter_count
 from gptdeploy.corpus.genres import LabeledText, generate_genre_task
 from gptdeploy.corpus.world import generate_corpus
-from gptdeploy.demo import DemoPlan, stage_summary, stage_status
+from gptdeploy.demo import DemoPlan, stage_status, stage_summary
 from gptdeploy.encoder import Encoder, classify_with, fill_mask_with
 from gptdeploy.errors import GptDeployError
 from gptdeploy.export.pipeline import add_stage, export_bundle

@@ -1,6 +1,7 @@
 """An encoder's bundle: the graph without a cache, golden references, parity, variants through the stage runner, and
 fill-mask / classify on ONNX Runtime giving the reference's answers."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -93,3 +94,23 @@ def test_the_cli_exports_and_runs_an_encoder(classifier_dir, tmp_path):
     data = json.loads(run("classify", tmp_path / "b", "Mia lives in Riverton.", "--json").stdout)
     assert data["results"][0]["label"] in ("no", "yes")
     assert "mask 1:" in run("fill-mask", tmp_path / "b", TEXTS[0], "--backend", "onnxruntime").output
+
+
+def test_an_encoder_engine_has_one_profile_for_batches_of_whole_texts(classifier_dir):
+    from gptdeploy.checkpoint import read_config
+    from gptdeploy.export.tensorrt_build import ENCODER_BATCH, derive_profiles
+
+    config, _ = read_config(classifier_dir)
+    (profile,) = derive_profiles(config, 64)
+    assert set(profile.shapes) == {"input_ids", "attention_mask"}
+    assert profile.shapes["input_ids"][0] == (1, 1) and profile.shapes["input_ids"][2] == (ENCODER_BATCH, 64)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_an_encoder_engine_without_tensorrt_says_how_to_install_it(encoder_bundle):
+    from gptdeploy.bundle import Artifact
+    from gptdeploy.runtimes.base import open_encoder
+
+    engine = Artifact("tensorrt-fp32", "tensorrt", "fp32", "engine-fp32/model.plan", {})
+    with pytest.raises(BackendError, match="TensorRT is not installed"):
+        open_encoder(load_bundle(encoder_bundle), engine)
