@@ -114,3 +114,11 @@ def test_an_encoder_engine_without_tensorrt_says_how_to_install_it(encoder_bundl
     engine = Artifact("tensorrt-fp32", "tensorrt", "fp32", "engine-fp32/model.plan", {})
     with pytest.raises(BackendError, match="TensorRT is not installed"):
         open_encoder(load_bundle(encoder_bundle), engine)
+
+
+def test_parity_rechecks_every_encoder_artifact(encoder_bundle, classifier_dir):
+    from gptdeploy.parity import run_parity
+
+    (report,) = run_parity(encoder_bundle, classifier_dir)
+    assert report["artifact"] == "onnx-fp32" and report["passed"], report
+    assert report["greedy_identical"] == report["prompts"] == 7
