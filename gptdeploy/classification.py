@@ -61,9 +61,8 @@ class ClassifyData:
 
     def __init__(self, train: Sequence[LabeledText], val: Sequence[LabeledText], labels: Sequence[str],
                  tokenizer: Tokenizer, block_size: int, batch_size: int, seed: int = 0):  # fmt: skip
-        index = {label: i for i, label in enumerate(labels)}
+        self.index = {label: i for i, label in enumerate(labels)}
         self.train, self.val = list(train), list(val)
-        self.targets = {id(e): index[e.label] for e in [*self.train, *self.val]}
         self.tokenizer, self.block_size, self.batch_size, self.seed = tokenizer, block_size, batch_size, seed
         self._order: tuple[int, Tensor] = (-1, torch.empty(0))
 
@@ -71,7 +70,7 @@ class ClassifyData:
         inputs, mask = map(
             torch.from_numpy, encode_texts(self.tokenizer, [item.text for item in items], self.block_size)
         )
-        targets = torch.tensor([self.targets[id(item)] for item in items])
+        targets = torch.tensor([self.index[item.label] for item in items])
         return Batch(inputs, targets, int(mask.sum()), mask)
 
     def batch(self, index: int) -> Batch:
