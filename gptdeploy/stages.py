@@ -68,9 +68,9 @@ def pretrain(
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     refuse_overwriting(out_dir, resume, force)
     if resume:
-        config, _ = read_config(out_dir)
+        config, recorded = read_config(out_dir)
         tokenizer = Tokenizer.load(out_dir)
-        objective = "causal" if config.causal else "mlm"
+        objective, mask_rate = "causal" if config.causal else "mlm", recorded.get("mask_rate", mask_rate)
     else:
         base = GPTConfig.preset(preset, **{"causal": objective == "causal", **(model_overrides or {})})
         if base.causal != (objective == "causal"):

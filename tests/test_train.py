@@ -198,7 +198,8 @@ def test_masked_lm_pretraining_records_its_objective_and_resumes(corpus_file, tm
     assert load_checkpoint(tmp_path).tokenizer.mask_id is not None
     assert first.val_unigram_accuracy is not None and first.val_bits_per_char is None
     result = pretrain(tmp_path, "tiny", documents, short, resume=True, progress=False)  # keeps the run's objective
-    assert result.steps == 20 and not read_config(tmp_path)[0].causal
+    config, info = read_config(tmp_path)
+    assert result.steps == 20 and not config.causal and info["mask_rate"] == 0.2
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val_unigram_accuracy" in r] == [10, 20]
 
