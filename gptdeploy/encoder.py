@@ -18,6 +18,7 @@ import numpy as np
 from gptdeploy.errors import GenerationError
 from gptdeploy.graph_contract import CLASS_SCORES, LOGITS
 from gptdeploy.tokenizer import MASK, Tokenizer
+from gptdeploy.validation import checked_arguments
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def classify_with(encoder: Encoder, texts: str | Sequence[str]) -> list[Classify
             for text, p in zip(texts, probs, strict=True)]  # fmt: skip
 
 
+@checked_arguments(GenerationError)
 def fill_mask(model: str | Path, texts: str | Sequence[str], top_k: int = 5, backend: str = "auto",
               device: str | None = None, artifact: str | None = None) -> list[FillMaskResult]:  # fmt: skip
     """`gptdeploy fill-mask` as a call: open the checkpoint or bundle at `model` and fill each text's masks."""
@@ -148,6 +150,7 @@ def fill_mask(model: str | Path, texts: str | Sequence[str], top_k: int = 5, bac
         return fill_mask_with(encoder, texts, top_k)
 
 
+@checked_arguments(GenerationError)
 def classify(model: str | Path, texts: str | Sequence[str], backend: str = "auto", device: str | None = None,
              artifact: str | None = None) -> list[ClassifyResult]:  # fmt: skip
     """`gptdeploy classify` as a call: open the checkpoint or bundle at `model` and label each text."""

@@ -51,6 +51,8 @@ def test_bad_requests_are_one_line_errors(encoder_dir, checkpoint_dir):
         classify(encoder_dir, "text")
     with pytest.raises(BackendError, match="is a decoder"):
         fill_mask(checkpoint_dir, TEXTS[0])
+    with pytest.raises(GenerationError, match="parameter top_k must be int"):
+        fill_mask(encoder_dir, TEXTS[0], top_k="3")
     with pytest.raises(GenerationError, match="more than the context"):
         fill_mask(encoder_dir, "word " * 300 + "<|mask|>")
 
