@@ -198,7 +198,7 @@ def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportRep
     """
     n_layer = model.config.n_layer
     graph = _GraphSpec(_DecoderGraph, _sample_inputs, _dynamic_shapes(n_layer), input_names(n_layer),
-                       output_names(n_layer), "prefill + decode graph")  # fmt: skip
+                       output_names(n_layer), "a prefill + decode graph")  # fmt: skip
     return _export(model, path, opset, graph)
 
 
@@ -212,7 +212,7 @@ def export_encoder_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> E
     batch, sequence = Dim(BATCH_DIM, min=1), Dim(SEQUENCE_DIM, min=1)
     shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
     graph = _GraphSpec(_EncoderGraph, _encoder_sample_inputs, shapes, encoder_input_names(),
-                       encoder_output_names(model.config.num_labels), "encoder graph")  # fmt: skip
+                       encoder_output_names(model.config.num_labels), "an encoder graph")  # fmt: skip
     return _export(model, path, opset, graph)
 
 
@@ -253,7 +253,7 @@ def _export(model: GPT, path: Path, opset: int, graph: _GraphSpec) -> ExportRepo
     start = time.perf_counter()
     source = _export_model(model)
     config = source.config
-    logger.info("exporting %d-layer GPT (%d parameters) to %s as a %s at opset %d", config.n_layer,
+    logger.info("exporting %d-layer GPT (%d parameters) to %s as %s at opset %d", config.n_layer,
                 source.num_parameters(), path, graph.description, opset)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
