@@ -53,6 +53,9 @@ def fusion_stage(target: str, config: GPTConfig) -> Stage:
     """The stage that adds `target`'s fused graph of a model with this config (fp32, held to fp32 parity)."""
     if target not in TARGETS:
         raise ExportError(f"unknown fusion target {target!r}; choose {', '.join(TARGETS)}")
+    if target == "onnxruntime" and not config.causal:
+        raise ExportError("the onnxruntime target builds a decoder's KV-cache slot graph; an encoder has no cache: "
+                          "use --target tensorrt for its graph with fused standard Attention")  # fmt: skip
     if target == "onnxruntime":
         from gptdeploy.export.slot_graph import write_slot_graph
 

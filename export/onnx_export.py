@@ -33,6 +33,8 @@ from gptdeploy.graph_contract import (
     PAST_DIM,
     SEQUENCE_DIM,
     TOTAL_DIM,
+    encoder_input_names,
+    encoder_output_names,
     input_names,
     output_names,
 )
@@ -150,8 +152,8 @@ def _tidy_graph(onnx_program: torch.onnx.ONNXProgram) -> None:
     ClearMetadataAndDocStringPass()(model)
     mask = next(value for value in model.graph.inputs if value.name == ATTENTION_MASK)
     old = mask.shape[1] if mask.shape is not None else None
-    if not isinstance(old, ir.SymbolicDim) or old.value in (None, TOTAL_DIM):
-        return
+    if not isinstance(old, ir.SymbolicDim) or old.value in (None, TOTAL_DIM, SEQUENCE_DIM):
+        return  # already named, or an encoder's mask (as long as the sequence)
     values = [*model.graph.inputs, *model.graph.outputs, *(out for node in model.graph for out in node.outputs)]
     for value in values:
         if value.shape is not None and any(isinstance(d, ir.SymbolicDim) and d.value == old.value for d in value.shape):
@@ -194,13 +196,65 @@ def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportRep
     Both files are first written under a temporary folder beside `path` and renamed into place at the end, so a
     failed export leaves no half-written file behind (and any earlier export at `path` as it was).
     """
+    n_layer = model.config.n_layer
+    graph = _GraphSpec(_DecoderGraph, _sample_inputs, _dynamic_shapes(n_layer), input_names(n_layer),
+                       output_names(n_layer), "a prefill + decode graph")  # fmt: skip
+    return _export(model, path, opset, graph)
+
+
+def export_encoder_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportReport:
+    """Write an encoder (a model with bidirectional attention) to `path` as one graph without a KV cache:
+    (input_ids, attention_mask) -> logits and, with a classification head, class_scores. Written like
+    `export_onnx`."""
+    if model.config.causal:
+        raise ExportError("export_encoder_onnx exports encoders; this model is causal (use export_onnx)")
+    Dim = torch.export.Dim
+    batch, sequence = Dim(BATCH_DIM, min=1), Dim(SEQUENCE_DIM, min=1)
+    shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    graph = _GraphSpec(_EncoderGraph, _encoder_sample_inputs, shapes, encoder_input_names(),
+                       encoder_output_names(model.config.num_labels), "an encoder graph")  # fmt: skip
+    return _export(model, path, opset, graph)
+
+
+class _EncoderGraph(nn.Module):
+    """An encoder behind the graph's named signature: one pass, no cache."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, ...]:
+        logits, scores = self.model.encode(input_ids, attention_mask)
+        return (logits,) if scores is None else (logits, scores)
+
+
+def _encoder_sample_inputs(model: GPT) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, model.config.vocab_size, (_TRACE_BATCH, _TRACE_SEQUENCE), generator=generator)
+    attention_mask = torch.ones(_TRACE_BATCH, _TRACE_SEQUENCE, dtype=torch.long)
+    attention_mask[0, -2:] = 0  # a padded row, so the mask cannot be folded away as all ones
+    return input_ids, attention_mask
+
+
+@dataclass(frozen=True)
+class _GraphSpec:
+    """What one kind of graph needs from the exporter: the wrapper module, sample inputs and the declared IO."""
+
+    wrapper: type[nn.Module]
+    sample_inputs: object  # (model) -> the tuple of sample arguments
+    dynamic_shapes: dict
+    input_names: list[str]
+    output_names: list[str]
+    description: str
+
+
+def _export(model: GPT, path: Path, opset: int, graph: _GraphSpec) -> ExportReport:
     path = Path(path)
     start = time.perf_counter()
     source = _export_model(model)
     config = source.config
-    logger.info(
-        "exporting %d-layer GPT (%d parameters) to %s at opset %d", config.n_layer, source.num_parameters(), path, opset
-    )
+    logger.info("exporting %d-layer GPT (%d parameters) to %s as %s at opset %d", config.n_layer,
+                source.num_parameters(), path, graph.description, opset)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     was_training = source.training
@@ -208,12 +262,12 @@ def export_onnx(model: GPT, path: Path, opset: int = DEFAULT_OPSET) -> ExportRep
         source.eval()
         with quiet_exporter():
             onnx_program = torch.onnx.export(
-                _DecoderGraph(source).eval(),
-                _sample_inputs(source),
+                graph.wrapper(source).eval(),
+                graph.sample_inputs(source),
                 dynamo=True,
-                dynamic_shapes=_dynamic_shapes(config.n_layer),
-                input_names=input_names(config.n_layer),
-                output_names=output_names(config.n_layer),
+                dynamic_shapes=graph.dynamic_shapes,
+                input_names=graph.input_names,
+                output_names=graph.output_names,
                 opset_version=opset,
                 optimize=True,
                 verbose=False,  # the exporter prints its progress otherwise; this module logs instead

@@ -36,6 +36,14 @@ from gptdeploy.bundle import (
 )
 from gptdeploy.bundle_write import WORK_PREFIX, install_artifact, staged_folder, writing
 from gptdeploy.corpus.tasks import SHIPPED_TASKS, Example, generate_tasks
+from gptdeploy.encoder_golden import (
+    EncoderGolden,
+    check_encoder_parity,
+    compute_encoder_golden,
+    encoder_golden_texts,
+    load_encoder_golden,
+    save_encoder_golden,
+)
 from gptdeploy.errors import ExportError, GptDeployError
 from gptdeploy.evaluate import exact_match
 from gptdeploy.export.genai_config import write_genai_files
@@ -46,7 +54,7 @@ from gptdeploy.golden import Golden, compute_golden, golden_prompts, load_golden
 from gptdeploy.graph_contract import DEFAULT_OPSET, ENGINE_FILE, GRAPH_FILE
 from gptdeploy.parity import TOLERANCES, Tolerance, check_parity
 from gptdeploy.paths import check_name
-from gptdeploy.runtimes.base import open_artifact
+from gptdeploy.runtimes.base import open_artifact, open_encoder
 from gptdeploy.tokenizer import Tokenizer
 from gptdeploy.validation import checked_arguments
 
@@ -103,11 +111,20 @@ class Judge:
             raise ExportError(f"{bundle.path} records no PyTorch task accuracy (it is measured at export for models "
                               "tuned on the shipped tasks); re-export with --tasks, or pass --no-tasks")  # fmt: skip
         self.bundle, self.stage, self.tolerance, self.heldout = bundle, stage, tolerance, heldout
-        self.golden: Golden = load_golden(bundle.file(GOLDEN_FILE))
+        self.encoder = not bundle.config.causal
+        if self.encoder and heldout is not None:
+            raise ExportError("task accuracy is measured on the shipped generation tasks, which an encoder does not "
+                              "do; pass --no-tasks")  # fmt: skip
+        load = load_encoder_golden if self.encoder else load_golden
+        self.golden: Golden | EncoderGolden = load(bundle.file(GOLDEN_FILE))
 
     def __call__(self, candidate: Path, kept: list[str], tasks: bool = True) -> Step:
         relative = candidate.relative_to(self.bundle.path).as_posix()
         artifact = Artifact(self.stage.name, self.stage.kind, self.stage.precision, relative, {})
+        if self.encoder:
+            with open_encoder(self.bundle, artifact, self.stage.device) as encoder:
+                parity = check_encoder_parity(encoder, self.golden, self.tolerance)
+            return Step(kept, parity, None, list(parity.failures))
         with open_artifact(self.bundle, artifact, self.stage.device) as runtime:
             parity = check_parity(runtime, self.golden, self.tolerance)
             failures, accuracy = list(parity.failures), None
@@ -265,6 +282,17 @@ def export_stage(model, checkpoint: str, opset: int = DEFAULT_OPSET) -> Stage:
     return Stage("onnx-fp32", "onnx", "fp32", export, {"checkpoint": checkpoint, "opset": opset}, source_kind=None)
 
 
+def encoder_export_stage(model, checkpoint: str, opset: int = DEFAULT_OPSET) -> Stage:
+    """An encoder traced to its fp32 graph (no cache): the first stage of an encoder's bundle."""
+    from gptdeploy.export.onnx_export import export_encoder_onnx
+
+    def export(_source: None, target: Path) -> dict:
+        return {"export_seconds": round(export_encoder_onnx(model, target, opset=opset).seconds, 1)}
+
+    recipe = {"checkpoint": checkpoint, "opset": opset, "graph": "encoder"}
+    return Stage("onnx-fp32", "onnx", "fp32", export, recipe, source_kind=None)
+
+
 @checked_arguments(ExportError)
 def export_bundle(
     checkpoint: str | Path,
@@ -288,6 +316,11 @@ def export_bundle(
     bundle = Path(bundle)
     _check_target(Path(checkpoint), bundle, force)
     loaded = load_checkpoint(checkpoint)
+    if not loaded.config.causal:
+        if tasks:
+            raise ExportError("task accuracy is measured on the shipped generation tasks, which an encoder does not "
+                              "do; export it without --tasks")  # fmt: skip
+        return _export_encoder_bundle(loaded, bundle, opset, force, prompts)
     heldout = task_examples(loaded.info.get("tasks") == SHIPPED_TASKS if tasks is None else tasks, heldout)
     if prompts is None:
         from gptdeploy.corpus.world import generate_corpus
@@ -303,6 +336,32 @@ def export_bundle(
                        {"checkpoint": str(loaded.path), "task_accuracy": accuracy})  # fmt: skip
         stage = export_stage(loaded.model, str(loaded.path), opset)
         result = add_stage(staging, stage, None, tasks=heldout is not None, heldout=heldout)
+        if bundle.exists() and not force:
+            raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
+        try:
+            replace_folder(staging, bundle)
+        except FileExistsError as error:
+            raise ExportError(f"{bundle} was created while this export ran; export again with --force") from error
+    return StageResult(bundle, result.artifact, result.steps)
+
+
+def _export_encoder_bundle(loaded, bundle: Path, opset: int, force: bool, texts: Sequence[str] | None) -> StageResult:
+    """`export_bundle` for an encoder: golden references of fill-mask texts (and class scores), then its graph."""
+    from gptdeploy.runtimes.torch_runtime import TorchEncoder
+
+    if texts is None:
+        from gptdeploy.corpus.genres import generate_genre_task
+
+        texts = encoder_golden_texts([example.text for example in generate_genre_task()[1][::100]])
+    labels = list(loaded.info.get("labels") or [])
+    with folder_lock(bundle, ExportError) if bundle.exists() else nullcontext(), staging_folder(bundle) as staging:
+        loaded.tokenizer.save(staging)
+        logger.info("computing the encoder's golden references with the PyTorch reference")
+        with TorchEncoder(loaded.model, loaded.tokenizer, labels) as reference:
+            save_encoder_golden(staging / GOLDEN_FILE, compute_encoder_golden(reference, texts))
+        write_manifest(staging, loaded.config, tool_versions(),
+                       {"checkpoint": str(loaded.path), "task_accuracy": None, "labels": labels})  # fmt: skip
+        result = add_stage(staging, encoder_export_stage(loaded.model, str(loaded.path), opset), None, tasks=False)
         if bundle.exists() and not force:
             raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
         try:

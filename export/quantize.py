@@ -79,6 +79,8 @@ def quantization_stage(
         raise ExportError(f"--io-dtype must be fp32 or fp16, got {io_dtype!r}")
     if io_dtype == "fp16" and precision != "fp16":
         raise ExportError(f"--io-dtype fp16 applies to --precision fp16 only; {precision} graphs keep fp32 IO")
+    if precision == "int8-static" and not config.causal:
+        raise ExportError("int8-static calibrates on a decoder's inputs; for an encoder choose int8, fp16 or int4")
     scheme = SCHEMES[precision]
     transform: Callable[..., dict] = getattr(transforms, scheme.transform)
     recipe = {"scheme": scheme.scheme, **scheme.recipe}

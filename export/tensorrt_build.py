@@ -24,13 +24,14 @@ from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BackendError, ConfigError, ExportError
 from gptdeploy.export.pipeline import Stage, StageResult, add_stage
 from gptdeploy.fileio import atomic_write
-from gptdeploy.graph_contract import TOKEN_INPUTS, input_names, past_names
+from gptdeploy.graph_contract import TOKEN_INPUTS, encoder_input_names, graph_io, past_names
 from gptdeploy.validation import checked_arguments
 
 logger = logging.getLogger(__name__)
 
 
 Shape = tuple[int, ...]
+ENCODER_BATCH = 8  # texts per call an encoder engine takes at most
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ def derive_profiles(config: GPTConfig, max_seq: int) -> list[Profile]:
     """
     if not 2 <= max_seq <= config.block_size:
         raise ConfigError(f"--max-seq must be in 2..{config.block_size} (the model's context), got {max_seq}")
+    if not config.causal:  # an encoder: one pass over whole texts, a batch of them at a time
+        texts = ((1, 1), (ENCODER_BATCH // 2, max(1, max_seq // 4)), (ENCODER_BATCH, max_seq))
+        return [Profile("encoder", {name: texts for name in encoder_input_names()})]
     (ids, mask, positions), past = TOKEN_INPUTS, past_names(config.n_layer)
     B, S, H, D = 1, max_seq, config.kv_heads, config.head_dim
     prompt = max(1, S // 4)
@@ -124,7 +128,7 @@ def tensorrt_stage(
         logger.info("building a TensorRT %s engine from %s on %s (compute capability %s)", trt.__version__,
                     source.name, gpu.name, gpu.compute_capability)  # fmt: skip
         started = time.perf_counter()
-        serialized = _build(trt, graph, config.n_layer, profiles, source.precision, cache, workspace)
+        serialized = _build(trt, graph, graph_io(config)["inputs"], profiles, source.precision, cache, workspace)
         engine.write_bytes(serialized)
         logger.info("built a %.1f MiB engine in %.0f s", serialized.nbytes / 2**20, time.perf_counter() - started)
         return {"build_seconds": round(time.perf_counter() - started, 1)}
@@ -133,7 +137,7 @@ def tensorrt_stage(
                  device=device)  # fmt: skip
 
 
-def _build(trt, graph: Path, n_layer: int, profiles: list[Profile], precision: str, cache: Path | None,
+def _build(trt, graph: Path, expected: list[str], profiles: list[Profile], precision: str, cache: Path | None,
            workspace: int | None):  # fmt: skip
     """Parse, configure and build; returns the serialized engine (an IHostMemory)."""
     trt_logger = trt.Logger(trt.Logger.WARNING)
@@ -143,7 +147,7 @@ def _build(trt, graph: Path, n_layer: int, profiles: list[Profile], precision: s
     if not parser.parse_from_file(str(graph)):  # resolves external weights next to the graph
         raise ExportError(f"TensorRT {trt.__version__} cannot parse {graph.name}: " + "; ".join(parser_errors(parser))
                           + " (`gptdeploy check BUNDLE --target tensorrt` lists every problem)")  # fmt: skip
-    parsed, expected = [network.get_input(i).name for i in range(network.num_inputs)], input_names(n_layer)
+    parsed = [network.get_input(i).name for i in range(network.num_inputs)]
     if parsed != expected:
         raise ExportError(f"the graph's inputs {parsed} differ from gptdeploy's {expected}; re-export the bundle")
     config = builder.create_builder_config()

@@ -19,7 +19,7 @@ from gptdeploy import __version__
 from gptdeploy.config import GPTConfig
 from gptdeploy.errors import BundleError, ConfigError
 from gptdeploy.fileio import atomic_write_json, read_format_json
-from gptdeploy.graph_contract import input_names, output_names
+from gptdeploy.graph_contract import graph_io
 from gptdeploy.paths import check_name, external_data_files, inside
 from gptdeploy.tokenizer import TOKENIZER_FILE
 from gptdeploy.validation import check_field_types, checked_arguments, matches
@@ -175,7 +175,7 @@ def write_manifest(bundle_dir: Path, config: GPTConfig, tools: dict, reference: 
         "gptdeploy_version": __version__,
         "tools": tools,
         "model": config.to_dict(),
-        "io": {"inputs": input_names(config.n_layer), "outputs": output_names(config.n_layer)},
+        "io": graph_io(config),
         "reference": reference,
         "files": shared_files(bundle_dir),
         "artifacts": [],
@@ -267,9 +267,12 @@ def _check_top_level(manifest: dict, config: GPTConfig) -> None:
         raise BundleError("reference must name a checkpoint and a task accuracy in [0, 1] or null")
     if accuracy is not None and not 0 <= accuracy <= 1:
         raise BundleError("reference must name a checkpoint and a task accuracy in [0, 1] or null")
+    labels = reference.get("labels", [])
+    if not matches(labels, list[str]) or len(labels) != config.num_labels:
+        raise BundleError(f"reference labels must name the model's {config.num_labels} classes")
     if manifest["model"] != config.to_dict():
         raise BundleError("model must list every model config field")
-    if io != {"inputs": input_names(config.n_layer), "outputs": output_names(config.n_layer)}:
+    if io != graph_io(config):
         raise BundleError(f"io does not list gptdeploy's graph inputs and outputs for {config.n_layer} layers")
 
 

@@ -33,6 +33,8 @@ class GPTConfig:
     qkv_bias: bool = False  # biases on the query/key/value projection alone, in a model without others (Qwen2)
     tie_embeddings: bool = True  # lm_head shares its weight with wte
     dropout: float = 0.0  # training only; 0 for small data sets that are not overfitted
+    causal: bool = True  # False: every token attends to both sides (an encoder, pretrained with --objective mlm)
+    num_labels: int = 0  # > 0: a classification head (`score`) over the mean of the final hidden states
 
     def __post_init__(self) -> None:
         check_field_types(self, ConfigError, "model config")
@@ -57,6 +59,7 @@ class GPTConfig:
             (0 < self.norm_eps < 1, f"norm_eps must be in (0, 1), got {self.norm_eps}"),
             (0 < self.rope_theta < math.inf, f"rope_theta must be positive and finite, got {self.rope_theta}"),
             (self.mlp_hidden is None or self.mlp_hidden > 0, f"mlp_hidden must be positive, got {self.mlp_hidden}"),
+            (self.num_labels >= 0, f"num_labels must be 0 (no classification head) or more, got {self.num_labels}"),
         ], ConfigError)  # fmt: skip
 
     @property
@@ -88,7 +91,8 @@ class GPTConfig:
         linear += 2 * self.head_dim if self.qk_norm else 0
         positions = self.block_size * C if self.positions == "learned" else 0
         head = 0 if self.tie_embeddings else self.vocab_size * C
-        return self.vocab_size * C + positions + self.n_layer * (2 * norm + linear) + norm + head
+        score = self.num_labels * (C + 1)
+        return self.vocab_size * C + positions + self.n_layer * (2 * norm + linear) + norm + head + score
 
     def kv_cache_bytes(self, batch_size: int, bytes_per_value: int = 4) -> int:
         """A KV cache holding `batch_size` sequences of the full context."""

@@ -26,8 +26,9 @@ TEXT_SUFFIXES = (".txt", ".md", ".txt.gz")
 @dataclass(frozen=True)
 class Batch:
     inputs: Tensor  # (B, T) token ids
-    targets: Tensor  # (B, T) next-token ids, IGNORE_INDEX where no loss is taken
+    targets: Tensor  # (B, T) token ids to predict (IGNORE_INDEX where no loss is taken), or (B,) class labels
     tokens: int  # real (non-padding) input tokens, for throughput
+    attention_mask: Tensor | None = None  # (B, T), 1 for real tokens; None: all real (or padding never looked at)
 
 
 def _read_text_file(path: Path) -> str:
@@ -141,6 +142,53 @@ class PretrainData:
     def val_chars_per_token(self) -> float | None:
         return self.val_chars / len(self.val_tokens)
 
+    unigram_token: int | None = None  # a masked language model's baseline: the most frequent token
+
+
+class MaskedPretrainData(PretrainData):
+    """The same windows for a masked language model (BERT's recipe): a share `mask_rate` of the non-special tokens
+    is selected, 80% of those become `<|mask|>`, 10% a random token and 10% stay; the loss is on the selected ones.
+
+    Every batch index draws new masks (dynamic masking: a window seen again in a later epoch is masked anew); the
+    validation masks are the same every time, so validation numbers compare across steps.
+    """
+
+    def __init__(self, documents: Sequence[str], tokenizer: Tokenizer, block_size: int, batch_size: int,
+                 seed: int = 0, mask_rate: float = 0.15, val_fraction: float = 0.05):  # fmt: skip
+        if tokenizer.mask_id is None:
+            raise DataError("the tokenizer has no <|mask|> token; train the model with --objective mlm from scratch")
+        if not 0 < mask_rate < 1:
+            raise DataError(f"mask rate must be in (0, 1), got {mask_rate}")
+        super().__init__(documents, tokenizer, block_size, batch_size, seed, val_fraction)
+        self.mask_rate, self.mask_id, self.vocab_size = mask_rate, tokenizer.mask_id, tokenizer.vocab_size
+        self.special_ids = torch.tensor(sorted(tokenizer.special_ids))
+        counts = torch.bincount(self.train_tokens, minlength=tokenizer.vocab_size)
+        counts[self.special_ids] = 0
+        self.unigram_token = int(counts.argmax())  # the unigram model's prediction for every masked token
+
+    val_chars_per_token = None  # the loss covers the masked tokens only: not a rate of the whole text
+
+    def _windows(self, tokens: Tensor, starts: Tensor) -> Batch:
+        offsets = starts[:, None] + torch.arange(self.block_size)  # (B, T)
+        return Batch(tokens[offsets], tokens[offsets], starts.numel() * self.block_size)
+
+    def batch(self, index: int) -> Batch:
+        return self._mask(super().batch(index).inputs, _generator(self.seed + 1, index))
+
+    def val_batches(self, max_batches: int) -> list[Batch]:
+        return [self._mask(batch.inputs, _generator(-1, index))
+                for index, batch in enumerate(super().val_batches(max_batches))]  # fmt: skip
+
+    def _mask(self, tokens: Tensor, generator: torch.Generator) -> Batch:
+        selectable = ~torch.isin(tokens, self.special_ids)
+        selected = selectable & (torch.rand(tokens.shape, generator=generator) < self.mask_rate)
+        choice = torch.rand(tokens.shape, generator=generator)
+        random_tokens = torch.randint(0, self.vocab_size, tokens.shape, generator=generator)
+        inputs = torch.where(selected & (choice < 0.8), self.mask_id, tokens)
+        inputs = torch.where(selected & (choice >= 0.8) & (choice < 0.9), random_tokens, inputs)
+        targets = torch.where(selected, tokens, IGNORE_INDEX)
+        return Batch(inputs, targets, tokens.numel())
+
 
 class FinetuneData:
     """Prompt/completion pairs as bos + prompt + completion + eos, with the loss on completion and eos only."""
@@ -206,3 +254,4 @@ class FinetuneData:
         return [self._collate(chunk) for chunk in chunks[:max_batches]]
 
     val_chars_per_token = None  # bits per character only mean something for running text
+    unigram_token = None

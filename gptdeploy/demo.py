@@ -115,8 +115,8 @@ def run_demo(out_dir: str | Path, plan: DemoPlan = FULL, fresh: bool = False) ->
         "preset": plan.preset,
         "parameters": parameter_count(finetune_dir),
         "corpus": corpus_stats(corpus),
-        "pretrain": _stage_summary(pretrain_dir),
-        "finetune": _stage_summary(finetune_dir),
+        "pretrain": stage_summary(pretrain_dir),
+        "finetune": stage_summary(finetune_dir),
         "heldout": report.to_dict(),
         "bundle": str(bundle_dir),
         "backends": backends,
@@ -169,7 +169,7 @@ def add_variants(bundle_dir: Path, heldout: Sequence[Example], calibration: Sequ
     return rejected
 
 
-def _stage_summary(stage_dir: Path) -> dict:
+def stage_summary(stage_dir: Path) -> dict:
     _, info = read_config(stage_dir)
     keys = ("step", "train_loss", "val_loss", "val_perplexity", "val_bits_per_char")
     return {"checkpoint": str(stage_dir), **{key: info[key] for key in keys if key in info}}

@@ -7,7 +7,11 @@ One graph serves prefill and decode. It takes the KV cache as inputs and returns
              past_key_values.{i}.key / .value [B,H_kv,P,Dh] for each layer i
     outputs  logits [B,S,vocab] float32, present.{i}.key / .value [B,H_kv,P+S,Dh]
 
-Batch, sequence and past length are dynamic. Torch-free on purpose: the ONNX Runtime and TensorRT backends read it
+Batch, sequence and past length are dynamic. An encoder (a model pretrained with the MLM objective) has no cache:
+
+    inputs   input_ids [B,S] int64, attention_mask [B,S] int64 (right padding)
+    outputs  logits [B,S,vocab] float32, and class_scores [B,labels] float32 when the model has a classification head
+ Torch-free on purpose: the ONNX Runtime and TensorRT backends read it
 on machines without torch, and `runtimes/` never imports `export/`.
 """
 
@@ -26,6 +30,7 @@ INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 LOGITS = "logits"
+CLASS_SCORES = "class_scores"  # an encoder's classification head
 PAST_KEY = "past_key_values.{}.key"
 PAST_VALUE = "past_key_values.{}.value"
 PRESENT_KEY = "present.{}.key"
@@ -75,3 +80,19 @@ def position_ids(attention_mask: np.ndarray, new_tokens: int) -> np.ndarray:
     left padding never shifts a row: the positions a prompt has alone are the positions it has in a batch."""
     positions = np.cumsum(attention_mask, axis=1, dtype=np.int64) - 1
     return np.ascontiguousarray(np.maximum(positions[:, -new_tokens:], 0))
+
+
+def encoder_input_names() -> list[str]:
+    return [INPUT_IDS, ATTENTION_MASK]
+
+
+def encoder_output_names(num_labels: int) -> list[str]:
+    return [LOGITS, CLASS_SCORES] if num_labels else [LOGITS]
+
+
+def graph_io(config) -> dict[str, list[str]]:
+    """The inputs and outputs of the graph a model config exports to (a decoder's or an encoder's), as the manifest
+    records them."""
+    if config.causal:
+        return {"inputs": input_names(config.n_layer), "outputs": output_names(config.n_layer)}
+    return {"inputs": encoder_input_names(), "outputs": encoder_output_names(config.num_labels)}

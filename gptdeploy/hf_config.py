@@ -308,6 +308,10 @@ def family_mismatches(config: GPTConfig, family: str) -> list[str]:
                 for name, value, what in _REQUIREMENTS[family] if getattr(config, name) != value]  # fmt: skip
     if family == "gpt2" and config.kv_heads != config.n_head:
         problems.append(f"n_kv_head={config.n_kv_head} (GPT-2 has no grouped-query attention)")
+    if not config.causal:
+        problems.append("causal=False (an MLM encoder; every family written is a causal decoder)")
+    if config.num_labels:
+        problems.append(f"num_labels={config.num_labels} (a classification head has no place in a causal LM)")
     return problems
 
 

@@ -6,7 +6,9 @@ onto it one to one. The model knows nothing about tokenization, training or samp
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 from gptdeploy.config import PRESETS, GPTConfig
 from gptdeploy.resources import require_model_memory
 
-__all__ = ["GPT", "PRESETS", "GPTConfig", "KVCache"]
+__all__ = ["GPT", "PRESETS", "GPTConfig", "KVCache", "recording_attention"]
 
 KV = tuple[Tensor, Tensor]  # (key, value), each (B, n_kv_head, T, head_dim)
 
@@ -77,6 +79,9 @@ class CausalSelfAttention(nn.Module):
             self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps)
         self.qk_norm = config.qk_norm
         self.dropout = config.dropout
+        self.causal = config.causal
+        self.record_weights = False  # set by `recording_attention`: keep this layer's attention weights
+        self.weights: Tensor | None = None  # (B, nh, T, P + T) of the last forward pass while recording
 
     def forward(self, x: Tensor, rope: KV | None, mask: Tensor | None, cache: KVCache | None) -> Tensor:
         B, T, _ = x.shape
@@ -95,9 +100,24 @@ class CausalSelfAttention(nn.Module):
             repeats = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, nh, P + T, hs)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+        is_causal = mask is None and self.causal
+        if self.record_weights:
+            y = self._attend_recording(q, k, v, mask, is_causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B, T, q_width)  # (B, T, nh * hs)
         return F.dropout(self.c_proj(y), dropout, self.training)
+
+    def _attend_recording(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
+        """Attention with its weights materialized (what SDPA computes without them): for inspection only."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, nh, T, P + T)
+        if is_causal:
+            T, S = scores.shape[-2:]
+            scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1), -math.inf)
+        elif mask is not None:
+            scores = scores + mask
+        self.weights = scores.softmax(dim=-1)
+        return self.weights @ v  # (B, nh, T, hs)
 
 
 class MLP(nn.Module):
@@ -145,6 +165,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        self.score = nn.Linear(config.n_embd, config.num_labels) if config.num_labels else None
         if config.positions == "rope":
             exponents = torch.arange(0, config.head_dim, 2, dtype=torch.float32) / config.head_dim
             self.register_buffer("inv_freq", 1.0 / config.rope_theta**exponents, persistent=False)
@@ -170,6 +191,7 @@ class GPT(nn.Module):
         past_kv: list[KV] | KVCache | None = None,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
+        classify: bool = False,
     ) -> tuple[Tensor, list[KV] | KVCache | None]:
         """Logits for (B, T) tokens appended after the cached ones.
 
@@ -178,17 +200,51 @@ class GPT(nn.Module):
         attention_mask: (B, P + T), 1 for real tokens and 0 for (left) padding; None means all real.
         position_ids: (B, T); None means P..P+T-1 (a padded batch passes the positions each row has alone:
             `gptdeploy.graph_contract.position_ids`).
+        classify: return the classification head's scores (B, num_labels) instead (`classify`), and no cache.
         Returns logits (B, T, vocab) and the cache: the list of presents, or the `KVCache` passed in.
         """
+        if classify:  # through forward, so that DDP sees the pass
+            return self.classify(idx, attention_mask), None
+        x, cache = self.hidden_states(idx, past_kv, attention_mask, position_ids)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        return logits, cache.present if isinstance(cache, ConcatKVCache) else cache
+
+    def classify(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Class scores (B, num_labels) of whole sequences: the head over the mean of the real tokens' final hidden
+        states (attention_mask (B, T): 1 for real tokens, 0 for padding; None means all real)."""
+        if self.score is None:
+            raise ValueError("this model has no classification head (num_labels is 0)")
+        x, _ = self.hidden_states(idx, None, attention_mask, None)  # (B, T, C)
+        return self._pooled_scores(x, attention_mask)
+
+    def encode(self, idx: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """One pass of an encoder, no cache: token logits (B, T, vocab) and, with a head, class scores (B, labels)."""
+        x, _ = self.hidden_states(idx, None, attention_mask, None)  # (B, T, C)
+        return self.lm_head(x), self._pooled_scores(x, attention_mask) if self.score is not None else None
+
+    def _pooled_scores(self, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+        weights = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if attention_mask is None else attention_mask
+        weights = weights.to(x.dtype)[..., None]  # (B, T, 1)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, C)
+        return self.score(pooled)  # (B, num_labels)
+
+    def hidden_states(
+        self,
+        idx: Tensor,
+        past_kv: list[KV] | KVCache | None,
+        attention_mask: Tensor | None,
+        position_ids: Tensor | None,
+    ) -> tuple[Tensor, KVCache]:
+        """The final normed hidden states (B, T, C) the heads read, and the cache."""
         B, T = idx.shape
         cache = past_kv if past_kv is not None and hasattr(past_kv, "update") else ConcatKVCache(past_kv)
         past_len = cache.length
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + T, device=idx.device)[None]  # (1, T)
         if attention_mask is None and past_len == 0:
-            mask = None  # plain causal attention: lets SDPA take its fastest kernel
+            mask = None  # plain causal (or full) attention: lets SDPA take its fastest kernel
         else:
-            mask = causal_mask(attention_mask, B, T, past_len, idx.device, self.wte.weight.dtype)
+            mask = attention_bias(attention_mask, B, T, past_len, self.config.causal, idx.device, self.wte.weight.dtype)
         x = self.wte(idx)  # (B, T, C)
         rope = None
         if self.wpe is not None:
@@ -199,21 +255,41 @@ class GPT(nn.Module):
             rope = (angles.cos().to(x.dtype), angles.sin().to(x.dtype))
         for block in self.h:
             x = block(x, rope, mask, cache)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        return logits, cache.present if isinstance(cache, ConcatKVCache) else cache
+        return self.ln_f(x), cache
 
 
-def causal_mask(
-    attention_mask: Tensor | None, B: int, T: int, past_len: int, device: torch.device, dtype: torch.dtype
+@contextlib.contextmanager
+def recording_attention(model: GPT) -> Iterator[list[CausalSelfAttention]]:
+    """While active, every attention layer of `model` keeps the weights of its last forward pass in `.weights`
+    (computed in the layer's own forward, so they are the weights its output is made from)."""
+    layers = [block.attn for block in model.h]
+    for layer in layers:
+        layer.record_weights = True
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            layer.record_weights, layer.weights = False, None
+
+
+def attention_bias(
+    attention_mask: Tensor | None,
+    B: int,
+    T: int,
+    past_len: int,
+    causal: bool,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> Tensor:
     """Additive mask (B, 1, T, P + T): 0 where a query may attend, the dtype's minimum elsewhere.
 
-    The minimum (not -inf) keeps rows that are all padding finite instead of NaN.
+    Causal: a query sees keys up to its own position; otherwise every key. Padding is never seen. The minimum (not
+    -inf) keeps rows that are all padding finite instead of NaN.
     """
     total = past_len + T
     query_pos = torch.arange(past_len, total, device=device)[:, None]  # (T, 1)
     key_pos = torch.arange(total, device=device)[None, :]  # (1, P + T)
-    allowed = (key_pos <= query_pos)[None, None]  # (1, 1, T, P + T)
+    allowed = (key_pos <= query_pos if causal else key_pos >= 0)[None, None]  # (1, 1, T, P + T)
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, P + T)
     zero = torch.zeros((), dtype=dtype, device=device)

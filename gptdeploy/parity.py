@@ -197,6 +197,8 @@ def run_parity(
     with `heldout`, also each artifact's held-out exact match next to the reference's. An artifact whose backend
     this machine lacks (a TensorRT engine without TensorRT or a GPU) is reported as not run, and fails."""
     bundle = load_bundle(bundle_dir)
+    if not bundle.config.causal:
+        return _run_encoder_parity(bundle, checkpoint, device)
     golden = load_golden(bundle.file(GOLDEN_FILE))
     reference_accuracy = bundle.reference_accuracy
     if checkpoint is not None:
@@ -219,4 +221,26 @@ def run_parity(
                 report["accuracy"] = exact_match(runtime, heldout).accuracy
                 report["reference_accuracy"] = reference_accuracy
         reports.append(report)
+    return reports
+
+
+def _run_encoder_parity(bundle, checkpoint: str | Path | None, device: str | None) -> list[dict]:
+    """`run_parity` for an encoder's bundle: every artifact against the encoder golden references."""
+    from gptdeploy.encoder_golden import check_encoder_parity, compute_encoder_golden, load_encoder_golden
+    from gptdeploy.runtimes.base import load_encoder, open_encoder
+
+    golden = load_encoder_golden(bundle.file(GOLDEN_FILE))
+    if checkpoint is not None:
+        with load_encoder(checkpoint) as reference:
+            golden = compute_encoder_golden(reference, golden.texts)
+    reports = []
+    for artifact in bundle.artifacts:
+        try:
+            encoder = open_encoder(bundle, artifact, device)
+        except BackendError as error:
+            reports.append({"artifact": artifact.name, "precision": artifact.precision, "passed": False,
+                            "not_run": str(error)})  # fmt: skip
+            continue
+        with encoder:
+            reports.append({"artifact": artifact.name, **check_encoder_parity(encoder, golden).to_dict()})
     return reports

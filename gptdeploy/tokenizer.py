@@ -15,8 +15,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as BackendTokenizer
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from gptdeploy.errors import GenerationError, TokenizerError
 from gptdeploy.fileio import atomic_write_json, atomic_write_text
@@ -26,6 +26,7 @@ TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "tokenizer_config.json"  # Hugging Face's name for the file that names the special tokens
 CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where newer transformers versions keep the template instead
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+MASK = "<|mask|>"  # what a masked language model predicts; only in tokenizers trained for one
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 # The fine-tuning format (`Q: ...\nA: answer<eos>`, see samples/finetune) as a chat template in Hugging Face's
 # convention: a system message is a leading line, each user turn a `Q:` line, each answer follows `A:` and ends
@@ -59,11 +60,15 @@ class Tokenizer:
         if missing:
             raise TokenizerError(f"tokenizer lacks special tokens {missing}; retrain it with gptdeploy")
         self.pad_id, self.bos_id, self.eos_id = ids[pad], ids[bos], ids[eos]
+        self.mask_id: int | None = backend.token_to_id(MASK)  # None: not a masked-language-model tokenizer
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
-        """Learn merges from `texts` until the vocabulary (256 bytes + specials + merges) has `vocab_size`."""
-        minimum = 256 + len(SPECIAL_TOKENS)
+    def train(cls, texts: Iterable[str], vocab_size: int, mask: bool = False) -> Tokenizer:
+        """Learn merges from `texts` until the vocabulary (256 bytes + specials + merges) has `vocab_size`; `mask`
+        adds the `<|mask|>` token a masked language model needs."""
+        # lstrip: the mask takes the space before it, as the word it stands for (" Riverton") does
+        special_tokens = [*SPECIAL_TOKENS, AddedToken(MASK, special=True, lstrip=True)] if mask else SPECIAL_TOKENS
+        minimum = 256 + len(special_tokens)
         if vocab_size <= minimum:
             raise TokenizerError(f"vocab_size must exceed {minimum} (bytes + special tokens), got {vocab_size}")
         backend = BackendTokenizer(models.BPE())
@@ -73,7 +78,7 @@ class Tokenizer:
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
-            special_tokens=SPECIAL_TOKENS,
+            special_tokens=special_tokens,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
@@ -127,6 +132,11 @@ class Tokenizer:
         return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": roles["bos"], "eos_token": roles["eos"],
                 "pad_token": roles["pad"], "clean_up_tokenization_spaces": False,
                 "chat_template": self.chat_template}  # fmt: skip
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids of every special token (pad, bos, eos, mask): never masked, never predicted by fill-mask."""
+        return {self.pad_id, self.bos_id, self.eos_id} | ({self.mask_id} if self.mask_id is not None else set())
 
     @property
     def vocab_size(self) -> int:

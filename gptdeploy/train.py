@@ -75,6 +75,7 @@ class TrainConfig:
 
 class TrainingData(Protocol):
     val_chars_per_token: float | None
+    unigram_token: int | None  # masked LM: the most frequent training token, the baseline's every prediction
 
     def batch(self, index: int) -> Batch: ...
 
@@ -88,6 +89,8 @@ class TrainResult:
     val_loss: float
     val_perplexity: float
     val_bits_per_char: float | None
+    val_accuracy: float  # top-1 accuracy of the validation targets: next tokens, masked tokens or class labels
+    val_unigram_accuracy: float | None  # masked LM: the same accuracy of always predicting the most frequent token
     seconds: float
     tokens_per_second: float
     stopped_early: bool  # the time limit (max_minutes) ran out before max_steps: the run is saved as interrupted
@@ -101,26 +104,43 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas)
 
 
+def batch_logits(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
+    """Token logits (B, T, vocab) for token targets, class scores (B, labels) for one label per sequence."""
+    mask = batch.attention_mask.to(device) if batch.attention_mask is not None else None
+    if batch.targets.dim() == 1:
+        return model(batch.inputs.to(device), attention_mask=mask, classify=True)[0]
+    return model(batch.inputs.to(device), attention_mask=mask)[0]
+
+
 def batch_loss(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
-    logits, _ = model(batch.inputs.to(device))
+    logits = batch_logits(model, batch, device)
     targets = batch.targets.to(device)
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
 def evaluate(model: GPT, data: TrainingData, max_batches: int, device: torch.device) -> dict[str, float]:
-    """Mean validation loss per target token, perplexity, and bits per character where text allows."""
+    """Mean validation loss per target, perplexity, top-1 accuracy of the targets (next, masked or class), bits per
+    character where text allows, and the unigram baseline's accuracy where the data names one (masked LM)."""
     model.eval()
-    total_loss, total_tokens = 0.0, 0
+    total_loss, total_targets, correct, unigram_correct = 0.0, 0, 0, 0
+    unigram = data.unigram_token
     for batch in data.val_batches(max_batches):
-        count = int((batch.targets != IGNORE_INDEX).sum())
-        total_loss += batch_loss(model, batch, device).item() * count
-        total_tokens += count
+        logits = batch_logits(model, batch, device).float()
+        targets = batch.targets.to(device)
+        counted = targets != IGNORE_INDEX
+        total_loss += F.cross_entropy(logits[counted], targets[counted], reduction="sum").item()
+        total_targets += int(counted.sum())
+        correct += int((logits.argmax(dim=-1) == targets)[counted].sum())
+        unigram_correct += int((targets == unigram)[counted].sum()) if unigram is not None else 0
     model.train()
-    loss = total_loss / max(1, total_tokens)
-    metrics = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
+    loss = total_loss / max(1, total_targets)
+    metrics = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)),
+               "val_accuracy": correct / max(1, total_targets)}  # fmt: skip
     if data.val_chars_per_token:
         metrics["val_bits_per_char"] = loss / math.log(2) / data.val_chars_per_token
+    if unigram is not None:
+        metrics["val_unigram_accuracy"] = unigram_correct / max(1, total_targets)
     return metrics
 
 
@@ -300,6 +320,8 @@ class Trainer:
             val_loss=summary.get("val_loss", float("nan")),
             val_perplexity=summary.get("val_perplexity", float("nan")),
             val_bits_per_char=summary.get("val_bits_per_char"),
+            val_accuracy=summary.get("val_accuracy", float("nan")),
+            val_unigram_accuracy=summary.get("val_unigram_accuracy"),
             seconds=seconds,
             tokens_per_second=total_tokens / seconds,
             stopped_early=stopped_early,

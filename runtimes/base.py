@@ -18,6 +18,7 @@ import numpy as np
 from gptdeploy.bundle import MANIFEST_FILE, Artifact, Bundle, load_bundle
 from gptdeploy.checkpoint import CONFIG_FILE
 from gptdeploy.config import GPTConfig
+from gptdeploy.encoder import Encoder
 from gptdeploy.errors import BackendError, ContextOverflowError, GenerationError
 from gptdeploy.resources import require_memory
 from gptdeploy.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -184,6 +185,38 @@ def load_runtime(
     `backend` runs ('auto': the first of `precision`, an fp32 ONNX graph by default). `device` None means the
     backend's default: cpu, or cuda for TensorRT.
     """
+    opened = _locate(path, backend, max_slots, artifact, precision)
+    if isinstance(opened, Path):
+        return _backend_module("torch").TorchRuntime.load(opened, device or "cpu", precision, max_slots)
+    return open_artifact(*opened, device, max_slots)
+
+
+@checked_arguments(BackendError)
+def load_encoder(
+    path: str | Path, backend: str = "auto", device: str | None = None, artifact: str | None = None
+) -> Encoder:
+    """Open an encoder (a model pretrained with the MLM objective, or fine-tuned from one to classify) at `path`: a
+    checkpoint runs on torch, a bundle's fp32 graph (or `artifact`) on the backend of its kind."""
+    opened = _locate(path, backend, 1, artifact, "fp32" if artifact is None else "auto")
+    if isinstance(opened, Path):
+        return _backend_module("torch").TorchEncoder.load(opened, device or "cpu")
+    return open_encoder(*opened, device)
+
+
+def open_encoder(bundle: Bundle, artifact: Artifact, device: str | None = None) -> Encoder:
+    """An encoder on one artifact of a bundle (registered or still being judged by a stage)."""
+    if bundle.config.causal:
+        raise BackendError(f"{bundle.path} holds a decoder (a causal model): fill-mask and classify need an encoder "
+                           "pretrained with --objective mlm")  # fmt: skip
+    if artifact.kind not in BACKEND_OF_KIND:
+        raise BackendError(f"artifact {artifact.name!r} is of kind {artifact.kind!r}, which no backend runs")
+    backend = _backend_module(BACKEND_OF_KIND[artifact.kind])
+    return backend.encoder_from_artifact(bundle, artifact, Tokenizer.load(bundle.file(TOKENIZER_FILE)), device)
+
+
+def _locate(path: str | Path, backend: str, max_slots: int, artifact: str | None,
+            precision: str) -> Path | tuple[Bundle, Artifact]:  # fmt: skip
+    """A checkpoint folder (torch runs it), or the bundle and the artifact of it that `backend` runs."""
     path = Path(path)
     if not path.is_dir():
         raise BackendError(f"model folder {path} does not exist")
@@ -200,12 +233,12 @@ def load_runtime(
                                "bundle; export it with `gptdeploy export`")  # fmt: skip
         if artifact is not None:
             raise BackendError(f"{path} is not a bundle: --artifact only applies to bundles")
-        return _backend_module("torch").TorchRuntime.load(path, device or "cpu", precision, max_slots)
+        return path
     if backend == "torch":
         raise BackendError(f"{path} is a bundle: torch runs checkpoints; pick --backend onnxruntime or tensorrt")
     bundle = load_bundle(path)
     kind = None if backend == "auto" else next(k for k, b in BACKEND_OF_KIND.items() if b == backend)
-    return open_artifact(bundle, bundle.runnable(kind, precision, artifact), device, max_slots)
+    return bundle, bundle.runnable(kind, precision, artifact)
 
 
 def open_artifact(

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from gptdeploy.bundle import Artifact, Bundle
 from gptdeploy.config import GPTConfig
+from gptdeploy.encoder import EncoderInfo
 from gptdeploy.errors import BackendError
 from gptdeploy.graph_contract import (
     ATTENTION_MASK,
@@ -30,6 +31,8 @@ from gptdeploy.graph_contract import (
     POSITION_IDS,
     SEQLENS_K,
     TOTAL_SEQUENCE_LENGTH,
+    encoder_input_names,
+    encoder_output_names,
     input_names,
     output_names,
     past_names,
@@ -67,6 +70,21 @@ def open_graph(
     options: ort.SessionOptions | None = None,
 ) -> OrtSlotRuntime | OrtGraphRuntime:
     """A runtime on the graph file at `graph`, of the class its form needs."""
+    session = make_session(graph, device, options)
+    check_graph_matches(session, Path(graph), config)
+    inputs = {value.name: value.type for value in session.get_inputs()}
+    info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size, max_slots,
+                       SEQLENS_K in inputs)  # fmt: skip
+    runtime_class = OrtSlotRuntime if SEQLENS_K in inputs else OrtGraphRuntime
+    cache_dtype = CACHE_TYPES.get(inputs[past_names(config.n_layer)[0]])
+    if cache_dtype is None:
+        raise BackendError(f"{graph}: a KV cache of {inputs[past_names(config.n_layer)[0]]} is not one gptdeploy "
+                           "writes (float or float16); re-export the bundle")  # fmt: skip
+    return runtime_class(session, Path(graph), info, config, tokenizer, cache_dtype)
+
+
+def make_session(graph: str | Path, device: str, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session on `graph` with the execution providers `device` asks for (each checked to load)."""
     kind = device.split(":")[0]
     if kind not in PROVIDERS:
         raise BackendError(f"onnxruntime device must be cpu, cuda[:N] or tensorrt[:N], got {device!r}")
@@ -81,16 +99,7 @@ def open_graph(
         raise BackendError(f"ONNX Runtime cannot load {graph}: {one_line(error)}; re-export the bundle") from error
     if session.get_providers()[0] != wanted[0]:  # listed as available, but it failed to load
         raise BackendError(f"{wanted[0]} failed to load (got {session.get_providers()}); check CUDA/cuDNN")
-    check_graph_matches(session, Path(graph), config)
-    inputs = {value.name: value.type for value in session.get_inputs()}
-    info = RuntimeInfo("onnxruntime", precision, device, config.vocab_size, config.block_size, max_slots,
-                       SEQLENS_K in inputs)  # fmt: skip
-    runtime_class = OrtSlotRuntime if SEQLENS_K in inputs else OrtGraphRuntime
-    cache_dtype = CACHE_TYPES.get(inputs[past_names(config.n_layer)[0]])
-    if cache_dtype is None:
-        raise BackendError(f"{graph}: a KV cache of {inputs[past_names(config.n_layer)[0]]} is not one gptdeploy "
-                           "writes (float or float16); re-export the bundle")  # fmt: skip
-    return runtime_class(session, Path(graph), info, config, tokenizer, cache_dtype)
+    return session
 
 
 def one_line(error: BaseException) -> str:
@@ -307,3 +316,44 @@ class OrtGraphRuntime(OrtRuntime):
 
     def _free(self, slot: int) -> None:
         self.pasts[slot] = None
+
+
+class OrtEncoder:
+    """An encoder graph (`gptdeploy/graph_contract.py`: input_ids, attention_mask -> logits, class_scores) in one
+    ONNX Runtime session: one call per batch, no cache."""
+
+    def __init__(self, graph: str | Path, config: GPTConfig, tokenizer: Tokenizer, labels: list[str],
+                 device: str = "cpu", precision: str = "fp32"):  # fmt: skip
+        self.graph, self.tokenizer = Path(graph), tokenizer
+        self.session = make_session(graph, device)
+        inputs = sorted(value.name for value in self.session.get_inputs())
+        outputs = [value.name for value in self.session.get_outputs()]
+        if inputs != sorted(encoder_input_names()) or outputs != encoder_output_names(config.num_labels):
+            raise BackendError(f"{graph} has inputs {inputs} and outputs {outputs}, not gptdeploy's encoder IO for "
+                               f"{config.num_labels} labels; re-export the bundle")  # fmt: skip
+        self.info = EncoderInfo("onnxruntime", precision, device, config.block_size, list(labels))
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64),
+                 ATTENTION_MASK: np.ascontiguousarray(attention_mask, dtype=np.int64)}  # fmt: skip
+        try:
+            values = self.session.run(None, feeds)
+        except Exception as error:  # onnxruntime's exceptions share no public base class
+            raise BackendError(f"ONNX Runtime failed running {self.graph}: {one_line(error)}") from error
+        names = [value.name for value in self.session.get_outputs()]
+        return {name: value.astype(np.float32) for name, value in zip(names, values, strict=True)}
+
+    def close(self) -> None:
+        self.session = None
+
+    def __enter__(self) -> OrtEncoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def encoder_from_artifact(bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None) -> OrtEncoder:
+    labels = bundle.manifest["reference"].get("labels") or []
+    return OrtEncoder(bundle.file(artifact.path), bundle.config, tokenizer, labels, device or "cpu",
+                      artifact.precision)  # fmt: skip

@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 from gptdeploy.checkpoint import load_checkpoint
+from gptdeploy.encoder import EncoderInfo
 from gptdeploy.errors import BackendError
+from gptdeploy.graph_contract import CLASS_SCORES, LOGITS
 from gptdeploy.model import GPT, KV
 from gptdeploy.runtimes.base import DEFAULT_SLOTS, RuntimeInfo, SlotRuntime, check_cache_memory
 from gptdeploy.tokenizer import Tokenizer
@@ -69,6 +71,11 @@ class TorchRuntime(SlotRuntime):
             raise BackendError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
         if precision != "fp32" and self.device.type != "cuda":
             raise BackendError(f"{precision} runs on CUDA only; use precision fp32 on {self.device}")
+        if not model.config.causal:
+            raise BackendError(
+                "this model is an encoder (pretrained with --objective mlm): it sees both sides of "
+                "every token, so it cannot generate; use `gptdeploy fill-mask` or `gptdeploy classify`"
+            )
         self.dtype = DTYPES[precision]
         self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = tokenizer
@@ -102,3 +109,39 @@ class TorchRuntime(SlotRuntime):
 
     def _decode(self, slots: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
         return self._run(slots, tokens[:, None], starts)[:, -1].float().cpu().numpy()
+
+
+class TorchEncoder:
+    """The reference encoder: one pass of the checkpoint's `GPT` over right-padded texts, no KV cache."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, labels: list[str], device: str = "cpu"):
+        if model.config.causal:
+            raise BackendError("this model is a decoder (a causal model): fill-mask and classify need an encoder "
+                               "pretrained with --objective mlm")  # fmt: skip
+        if len(labels) != model.config.num_labels:
+            raise BackendError(f"the model has {model.config.num_labels} classes but {len(labels)} label names")
+        self.device = torch.device(device)
+        self.model, self.tokenizer = model.to(self.device).eval(), tokenizer
+        self.info = EncoderInfo("torch", "fp32", str(self.device), model.config.block_size, list(labels))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> TorchEncoder:
+        checkpoint = load_checkpoint(path)
+        return cls(checkpoint.model, checkpoint.tokenizer, list(checkpoint.info.get("labels") or []), device)
+
+    @torch.inference_mode()
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+        mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)).to(self.device)
+        logits, scores = self.model.encode(ids, mask)
+        outputs = {LOGITS: logits} if scores is None else {LOGITS: logits, CLASS_SCORES: scores}
+        return {name: value.float().cpu().numpy() for name, value in outputs.items()}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> TorchEncoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

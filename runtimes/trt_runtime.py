@@ -28,11 +28,16 @@ import numpy as np
 
 from gptdeploy.bundle import Artifact, Bundle
 from gptdeploy.config import GPTConfig
+from gptdeploy.encoder import EncoderInfo
 from gptdeploy.errors import BackendError
 from gptdeploy.graph_contract import (
     ATTENTION_MASK,
+    CLASS_SCORES,
+    INPUT_IDS,
     LOGITS,
     TOKEN_INPUTS,
+    encoder_input_names,
+    encoder_output_names,
     input_names,
     output_names,
     past_names,
@@ -222,6 +227,98 @@ def from_artifact(bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, devi
     rebuild = rebuild_command(bundle.path, details.source, details.recipe) if details is not None else ""
     return TrtRuntime(bundle.file(artifact.path), bundle.config, tokenizer, device or "cuda", artifact.precision,
                       max_slots, recipe, rebuild)  # fmt: skip
+
+
+class TrtEncoder:
+    """An encoder engine (built from the encoder graph, one optimization profile): a batch of right-padded texts per
+    call, inputs uploaded, token logits (and class scores) downloaded; no cache. Name-based TensorRT 10/11 API."""
+
+    def __init__(self, engine_path: str | Path, config: GPTConfig, tokenizer: Tokenizer, labels: list[str],
+                 device: str = "cuda", precision: str = "fp32", recipe: dict | None = None,
+                 rebuild: str = "gptdeploy build-engine BUNDLE"):  # fmt: skip
+        trt = import_tensorrt()
+        self.config, self.tokenizer = config, tokenizer
+        self.gpu = cuda_device(device)
+        if recipe is not None:
+            check_engine_compatible(recipe, trt.__version__, self.gpu.name, self.gpu.compute_capability, rebuild)
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+            Path(engine_path).read_bytes()
+        )
+        if self.engine is None:
+            raise BackendError(f"TensorRT could not deserialize {engine_path}; rebuild it: {rebuild}")
+        self.outputs = encoder_output_names(config.num_labels)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if sorted(names) != sorted(encoder_input_names() + self.outputs):
+            raise BackendError(f"the engine's tensors {names} are not gptdeploy's encoder IO; rebuild it: {rebuild}")
+        self.context = self.engine.create_execution_context()
+        self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))) for name in names}
+        _, _, high = self.engine.get_tensor_profile_shape(INPUT_IDS, 0)
+        self.max_batch, max_len = int(high[0]), int(high[1])
+        self.info = EncoderInfo("tensorrt", precision, self.gpu.name_for_info, min(config.block_size, max_len),
+                                list(labels))  # fmt: skip
+        self.buffers: dict[str, DeviceBuffer] = {}
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch larger than the engine's profile runs in chunks of the most it takes."""
+        if len(input_ids) > self.max_batch:
+            parts = [self.run(input_ids[i : i + self.max_batch], attention_mask[i : i + self.max_batch])
+                     for i in range(0, len(input_ids), self.max_batch)]  # fmt: skip
+            return {name: np.concatenate([part[name] for part in parts]) for name in self.outputs}
+        B, T = input_ids.shape
+        for name, array in ((INPUT_IDS, input_ids), (ATTENTION_MASK, attention_mask)):
+            array = np.ascontiguousarray(array, dtype=self.dtypes[name])
+            self.gpu.upload(self._buffer(name, array.nbytes), array)
+            if not self.context.set_input_shape(name, array.shape):
+                raise BackendError(f"shape {array.shape} of {name!r} is outside the engine's profile; rebuild it "
+                                   "with a larger --max-seq")  # fmt: skip
+        shapes = {LOGITS: (B, T, self.config.vocab_size), CLASS_SCORES: (B, self.config.num_labels)}
+        for name in (INPUT_IDS, ATTENTION_MASK, *self.outputs):
+            nbytes = int(np.prod(shapes[name])) * self.dtypes[name].itemsize if name in shapes else 0
+            buffer = self._buffer(name, nbytes) if name in shapes else self.buffers[name]
+            if not self.context.set_tensor_address(name, buffer.ptr):
+                raise BackendError(f"TensorRT refused the buffer for {name!r}")
+        if not self.context.execute_async_v3(self.gpu.stream_handle):
+            raise BackendError("TensorRT failed to run the engine (see its log above)")
+        results = {}
+        for name in self.outputs:
+            size = int(np.prod(shapes[name])) * self.dtypes[name].itemsize
+            raw = self.gpu.download(self.buffers[name], 0, size, size, 1)
+            results[name] = raw.view(self.dtypes[name]).reshape(shapes[name]).astype(np.float32)
+        return results
+
+    def _buffer(self, name: str, nbytes: int) -> DeviceBuffer:
+        """The device buffer of a tensor, grown (never shrunk) to hold `nbytes`."""
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            if buffer is not None:
+                self.gpu.release(buffer)
+            buffer = self.buffers[name] = self.gpu.alloc(nbytes)
+        return buffer
+
+    def close(self) -> None:
+        if self.engine is None:
+            return
+        self.gpu.synchronize()
+        for buffer in self.buffers.values():
+            self.gpu.release(buffer)
+        self.context = self.engine = None
+        self.buffers = {}
+        self.gpu.close()
+
+    def __enter__(self) -> TrtEncoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def encoder_from_artifact(bundle: Bundle, artifact: Artifact, tokenizer: Tokenizer, device: str | None) -> TrtEncoder:
+    details = artifact.details
+    recipe = details.recipe if details is not None else None
+    rebuild = rebuild_command(bundle.path, details.source, details.recipe) if details is not None else ""
+    labels = bundle.manifest["reference"].get("labels") or []
+    return TrtEncoder(bundle.file(artifact.path), bundle.config, tokenizer, labels, device or "cuda",
+                      artifact.precision, recipe, rebuild)  # fmt: skip
 
 
 @dataclass

@@ -90,3 +90,45 @@ def test_examples_longer_than_the_context_are_refused(tokenizer):
     long = Example("t", "word " * 50, " end")
     with pytest.raises(DataError, match="example 1 has .* tokens, more than the context of 16"):
         FinetuneData([long], [long], tokenizer, block_size=16, batch_size=1)
+
+
+def masked_data(rate: float = 0.15):
+    from gptdeploy.data import MaskedPretrainData
+    from gptdeploy.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(SAMPLE_TEXT * 20, vocab_size=320, mask=True)
+    return tokenizer, MaskedPretrainData(SAMPLE_TEXT * 40, tokenizer, block_size=32, batch_size=64, mask_rate=rate)
+
+
+def test_masking_follows_the_bert_recipe():
+    tokenizer, data = masked_data()
+    originals = PretrainData(SAMPLE_TEXT * 40, tokenizer, 32, 64).batch(7).inputs  # the same windows, unmasked
+    batch = data.batch(7)
+    selected = batch.targets != IGNORE_INDEX
+    special = torch.isin(originals, torch.tensor(sorted(tokenizer.special_ids)))
+    assert not (selected & special).any()  # bos/eos are never selected
+    assert torch.equal(batch.targets[selected], originals[selected])  # the loss predicts the original token
+    assert torch.equal(batch.inputs[~selected], originals[~selected])  # unselected tokens are untouched
+    share = selected.sum() / (~special).sum()
+    assert 0.12 < share < 0.18
+    masked = (batch.inputs == tokenizer.mask_id)[selected].float().mean()
+    kept = (batch.inputs == originals)[selected].float().mean()
+    assert 0.74 < masked < 0.86 and 0.05 < kept < 0.17  # 80% mask, 10% kept (+ random draws of the same token)
+
+
+def test_masks_are_drawn_anew_per_batch_but_fixed_for_validation():
+    _, data = masked_data(rate=0.3)
+    first, again = data.batch(3), data.batch(3)
+    assert torch.equal(first.inputs, again.inputs)  # a batch index alone decides (resume sees the same batches)
+    windows = PretrainData.batch(data, 3).inputs
+    assert not torch.equal(data._mask(windows, torch.Generator().manual_seed(1)).targets, first.targets)
+    assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(data.val_batches(2), data.val_batches(2), strict=True))
+    assert 0.25 < (first.targets != IGNORE_INDEX).float().mean() < 0.33
+
+
+def test_masked_data_needs_a_mask_token():
+    from gptdeploy.data import MaskedPretrainData
+    from gptdeploy.tokenizer import Tokenizer
+
+    with pytest.raises(DataError, match="no <\\|mask\\|> token"):
+        MaskedPretrainData(SAMPLE_TEXT * 40, Tokenizer.train(SAMPLE_TEXT, 300), 32, 4)

@@ -58,3 +58,24 @@ def test_a_folder_holding_another_presets_run_is_refused(tmp_path):
     (tmp_path / "pretrain" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="holds a 'small' run; pass --fresh"):
         run_demo(tmp_path, MICRO)
+
+
+@pytest.mark.slow
+def test_the_mlm_demo_pretrains_classifies_exports_and_compares(tmp_path, caplog):
+    from gptdeploy.demo_mlm import describe_mlm_demo, run_mlm_demo
+
+    caplog.set_level(logging.INFO, logger="gptdeploy")
+    micro = DemoPlan("tiny", TrainConfig(max_steps=20, batch_size=4, warmup_steps=5, eval_interval=20, eval_batches=2),
+                     TrainConfig(max_steps=10, batch_size=16, warmup_steps=2, eval_interval=10))  # fmt: skip
+    result = run_mlm_demo(tmp_path, micro)
+    assert [line[:5] for line in stage_lines(caplog)] == [f"[{i}/6]" for i in range(1, 7)]
+    assert result["pretrain"]["step"] == 20 and result["classify"]["step"] == 10
+    assert 0 <= result["pretrain"]["val_unigram_accuracy"] <= 1 and result["heldout_examples"] == 600
+    rows = {row["artifact"]: row for row in result["backends"]}
+    for name in ("checkpoint", "onnx-fp32", "onnx-fused-std"):  # fp32: the reference's answers exactly
+        assert rows[name]["accuracy"] == rows["checkpoint"]["accuracy"] and rows[name]["parity_passed"], name
+        assert rows[name]["fill_mask_top_k_identical"] == rows[name]["fill_mask_texts"], name
+    assert set(rows) | set(result["rejected"]) == {"checkpoint", "onnx-fp32", "onnx-fused-std", "onnx-int8",
+                                                   "onnx-fp16", "onnx-int4"}  # fmt: skip
+    assert json.loads((tmp_path / "demo-mlm.json").read_text())["backends"] == result["backends"]
+    assert "masked-token accuracy" in describe_mlm_demo(result) and "onnx-int8" in describe_mlm_demo(result)

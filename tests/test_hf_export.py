@@ -172,3 +172,11 @@ def test_onnxruntime_genai_builds_the_llama_export_and_decodes_like_us(tmp_path,
     theirs = [int(t) for t in generator.get_sequence(0)[len(ids) :]]
     eos = runtime.tokenizer.eos_id
     assert theirs == ours.tokens[: len(theirs)] and (len(theirs) == 32 or theirs[-1] == eos)
+
+
+def test_an_encoder_maps_onto_no_decoder_family(encoder_dir, tmp_path):
+    from gptdeploy.errors import ConfigError
+    from gptdeploy.hf_export import export_hf
+
+    with pytest.raises(ConfigError, match="causal=False"):
+        export_hf(encoder_dir, tmp_path / "hf")

@@ -101,3 +101,25 @@ def test_unknown_preset_and_unknown_fields_are_refused():
 def test_config_round_trips_through_a_dict():
     config = GPTConfig.preset("small", **MODEL_VARIANTS["llama"])
     assert GPTConfig.from_dict(config.to_dict()) == config
+
+
+def test_an_encoder_sees_both_sides_and_a_decoder_only_the_past():
+    ids = torch.randint(0, 320, (2, 10), generator=torch.Generator().manual_seed(0))
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 320  # only the last token differs
+    for causal in (True, False):
+        model = tiny_model(causal=causal)
+        with torch.no_grad():
+            before, after = model(ids)[0], model(changed)[0]
+        earlier_moved = (before[:, :-1] - after[:, :-1]).abs().max()
+        assert (earlier_moved > 1e-4) == (not causal), causal
+
+
+def test_an_encoder_ignores_right_padding():
+    model = tiny_model(causal=False)
+    ids = torch.randint(4, 320, (1, 8), generator=torch.Generator().manual_seed(1))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 8), torch.zeros(1, 3)], dim=1).long()
+    with torch.no_grad():
+        alone, with_padding = model(ids)[0], model(padded, attention_mask=mask)[0][:, :8]
+    torch.testing.assert_close(with_padding, alone, atol=1e-5, rtol=1e-5)

@@ -196,3 +196,33 @@ def test_a_corrupt_metrics_line_before_the_last_is_named(tmp_path):
     path.write_text('{"step": 10}\nnot json\n{"step": 30}\n')
     with pytest.raises(DataError, match="metrics.jsonl line 2 is corrupt"):
         read_metrics(path)
+
+
+def test_masked_lm_pretraining_records_its_objective_and_resumes(corpus_file, tmp_path):
+    short = TrainConfig(**{**RUN.__dict__, "max_steps": 20, "checkpoint_interval": 10, "eval_interval": 10})
+    documents = read_documents([corpus_file])
+    first = pretrain(tmp_path, "tiny", documents, TrainConfig(**{**short.__dict__, "max_steps": 10}), progress=False,
+                     objective="mlm", mask_rate=0.2)  # fmt: skip
+    config, info = read_config(tmp_path)
+    assert not config.causal and info["objective"] == "mlm" and info["mask_rate"] == 0.2
+    assert load_checkpoint(tmp_path).tokenizer.mask_id is not None
+    assert first.val_unigram_accuracy is not None and first.val_bits_per_char is None
+    result = pretrain(tmp_path, "tiny", documents, short, resume=True, progress=False)  # keeps the run's objective
+    config, info = read_config(tmp_path)
+    assert result.steps == 20 and not config.causal and info["mask_rate"] == 0.2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_unigram_accuracy" in r] == [10, 20]
+
+
+@pytest.mark.slow
+def test_masked_lm_pretraining_beats_the_unigram_baseline(corpus_file, tmp_path):
+    config = TrainConfig(max_steps=250, batch_size=16, warmup_steps=20, eval_batches=8, eval_interval=250,
+                         checkpoint_interval=250)  # fmt: skip
+    result = pretrain(tmp_path, "tiny", read_documents([corpus_file]), config, {"block_size": 64}, progress=False,
+                      objective="mlm")  # fmt: skip
+    assert result.val_accuracy > result.val_unigram_accuracy + 0.03, result  # context helps beyond token frequency
+
+
+def test_a_causal_setting_that_contradicts_the_objective_is_refused(corpus_file, tmp_path):
+    with pytest.raises(ConfigError, match="contradicts the objective mlm"):
+        pretrain(tmp_path, "tiny", read_documents([corpus_file]), RUN, {"causal": True}, objective="mlm")

@@ -17,6 +17,7 @@ import click
 from gptdeploy import __version__
 from gptdeploy.cli.bundles import export_command, inspect_command, optimize_command, parity_command
 from gptdeploy.cli.capi import capi_group
+from gptdeploy.cli.encoders import attention_command, classify_command, fill_mask_command
 from gptdeploy.cli.engines import build_engine_command, check_command
 from gptdeploy.cli.interop import export_gguf_command, export_hf_command, import_hf_command
 from gptdeploy.cli.quantize import quantize_command
@@ -90,7 +91,7 @@ def show_progress_logs() -> None:
 
 COMMANDS = [
     data_command, train_command, finetune_command, evaluate_command, plot_command, demo_command,
-    generate_command, chat_command, serve_command,
+    generate_command, chat_command, serve_command, attention_command, fill_mask_command, classify_command,
     export_command, optimize_command, quantize_command, inspect_command, parity_command,
     build_engine_command, check_command, capi_group, import_hf_command, export_hf_command, export_gguf_command,
 ]  # fmt: skip

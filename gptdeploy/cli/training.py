@@ -53,10 +53,12 @@ def parse_setting(setting: str) -> tuple[str, object]:
 
 
 def describe_training(data: dict) -> str:
-    bits = data.get("val_bits_per_char")
+    bits, unigram = data.get("val_bits_per_char"), data.get("val_unigram_accuracy")
     lines = [
         f"steps {data['steps']}  train loss {data['train_loss']:.4f}  val loss {data['val_loss']:.4f}"
         f"  val perplexity {data['val_perplexity']:.3f}" + (f"  val bits/char {bits:.4f}" if bits else ""),
+        f"val accuracy {data['val_accuracy']:.1%}"
+        + (f"  (masked tokens; the unigram baseline's {unigram:.1%})" if unigram is not None else ""),
         f"{data['seconds']:.0f} s at {data['tokens_per_second']:,.0f} tokens/s"
         + (
             "  (INTERRUPTED by --max-minutes before the last planned step: --resume trains on)"
@@ -92,9 +94,24 @@ def data_command(out_dir: Path, seed: int, as_json: bool) -> None:
 @click.option("--data", "sources", multiple=True, type=click.Path(path_type=Path), help="Text files or folders.")
 @click.option("--set", "model_settings", multiple=True, metavar="FIELD=VALUE",
               help="Change a model config field of the preset, e.g. --set n_head=8 --set positions=rope.")  # fmt: skip
+@click.option(
+    "--objective",
+    type=click.Choice(["causal", "mlm"]),
+    default="causal",
+    show_default=True,
+    help="causal: predict the next token (a decoder); mlm: predict masked tokens from both sides (an "
+    "encoder, for fill-mask and classification).",
+)
+@click.option(
+    "--mask-rate",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="mlm: the share of tokens selected for prediction.",
+)
 @training_options
-def train_command(out_dir: Path, preset: str, sources, model_settings, resume, force, device, as_json, compile_,
-                  **values):  # fmt: skip
+def train_command(out_dir: Path, preset: str, sources, model_settings, objective, mask_rate, resume, force, device,
+                  as_json, compile_, **values):  # fmt: skip
     """Pretrain a tokenizer and a model on text (the shipped corpus unless --data is given).
 
     Example: gptdeploy train --out runs/pretrain --preset small --max-minutes 8
@@ -108,7 +125,19 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, resume, f
     overrides = dict(parse_setting(setting) for setting in model_settings)
     documents = read_documents(sources) if sources else generate_corpus().documents
     data = ", ".join(map(str, sources)) or "shipped corpus"
-    result = pretrain(out_dir, preset, documents, config, overrides, resume, device, data=data, force=force)
+    result = pretrain(
+        out_dir,
+        preset,
+        documents,
+        config,
+        overrides,
+        resume,
+        device,
+        data=data,
+        force=force,
+        objective=objective,
+        mask_rate=mask_rate,
+    )
     if is_main_process():  # under torchrun, one report rather than one per rank
         emit(asdict(result), as_json, describe_training)
 
@@ -118,17 +147,30 @@ def train_command(out_dir: Path, preset: str, sources, model_settings, resume, f
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--data", "train_file", type=click.Path(path_type=Path), help="Training pairs (JSONL).")
 @click.option("--heldout", "heldout_file", type=click.Path(path_type=Path), help="Held-out pairs (JSONL).")
+@click.option(
+    "--task",
+    type=click.Choice(["generate", "classify"]),
+    default="generate",
+    show_default=True,
+    help='generate: prompt/completion pairs; classify: {"text", "label"} lines (a head over the '
+    "pooled hidden states; default data: the shipped genre task).",
+)
 @training_options
-def finetune_command(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, **values):
-    """Fine-tune a checkpoint on prompt/completion pairs and report held-out exact match.
+def finetune_command(base, out_dir, train_file, heldout_file, task, resume, force, device, as_json, compile_,
+                     **values):  # fmt: skip
+    """Fine-tune a checkpoint on prompt/completion pairs (held-out exact match) or labelled texts (held-out accuracy).
 
     Example: gptdeploy finetune runs/pretrain --out runs/finetune
+    Example: gptdeploy finetune runs/mlm --task classify --data train.jsonl --out runs/classify
     """
     from gptdeploy.corpus.tasks import SHIPPED_TASKS, generate_tasks
     from gptdeploy.data import read_pairs
     from gptdeploy.errors import DataError
     from gptdeploy.stages import FINETUNE_DEFAULTS, finetune
 
+    if task == "classify":
+        classify_finetune(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, values)
+        return
     if (train_file is None) != (heldout_file is None):
         raise DataError("give both --data and --heldout (or neither, for the shipped tasks)")
     shipped = train_file is None
@@ -140,6 +182,31 @@ def finetune_command(base, out_dir, train_file, heldout_file, resume, force, dev
         return
     data = {**asdict(result.train), "heldout": result.heldout.to_dict()}
     emit(data, as_json, lambda d: describe_training(d) + "\n" + describe_accuracy(d["heldout"]))
+
+
+def classify_finetune(base, out_dir, train_file, heldout_file, resume, force, device, as_json, compile_, values):
+    """`finetune --task classify`: the shipped genre task, or --data with --heldout (or its last tenth held out)."""
+    from gptdeploy.classification import read_labeled
+    from gptdeploy.corpus.genres import GENRE_TASK, generate_genre_task
+    from gptdeploy.errors import DataError
+    from gptdeploy.stages import CLASSIFY_DEFAULTS, finetune_classifier
+
+    if train_file is None:
+        if heldout_file is not None:
+            raise DataError("--heldout needs --data (or give neither, for the shipped genre task)")
+        examples, task = generate_genre_task(), GENRE_TASK
+    elif heldout_file is not None:
+        examples, task = (read_labeled(train_file), read_labeled(heldout_file)), str(train_file)
+    else:
+        labeled = read_labeled(train_file)
+        cut = len(labeled) - max(1, len(labeled) // 10)
+        examples, task = (labeled[:cut], labeled[cut:]), str(train_file)
+    config = make_train_config(CLASSIFY_DEFAULTS, compile_, **values)
+    result = finetune_classifier(base, out_dir, examples, config, resume, device, task=task, force=force)
+    data = {**asdict(result.train), "labels": result.labels, "heldout_accuracy": result.heldout_accuracy,
+            "heldout_examples": len(examples[1])}  # fmt: skip
+    emit(data, as_json, lambda d: describe_training(d) + f"\nheld-out accuracy {d['heldout_accuracy']:.1%} over "
+         f"{d['heldout_examples']} examples ({len(d['labels'])} labels)")  # fmt: skip
 
 
 def describe_accuracy(report: dict) -> str:
@@ -184,17 +251,35 @@ def plot_command(run_dirs, out: Path, as_json: bool) -> None:
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to work [runs/demo, runs/demo-quick].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Where the demo works  [default: runs/demo, runs/demo-quick with --quick, runs/demo-mlm with --objective mlm]",
+)
 @click.option("--quick", is_flag=True, help="A smaller model, about three minutes: a first look.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming or reusing earlier checkpoints.")
+@click.option(
+    "--objective",
+    type=click.Choice(["causal", "mlm"]),
+    default="causal",
+    show_default=True,
+    help="causal: the decoder demo; mlm: MLM pretraining, classification fine-tuning, encoder export.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def demo_command(out_dir: Path, quick: bool, fresh: bool, as_json: bool) -> None:
+def demo_command(out_dir: Path | None, quick: bool, fresh: bool, objective: str, as_json: bool) -> None:
     """Generate data, pretrain, fine-tune, export, fuse and quantize, then compare every backend and variant.
 
-    Example: gptdeploy demo          (small model, about 15 minutes on 2 CPU cores)
+    Example: gptdeploy demo                   (small model, about 15 minutes on 2 CPU cores)
+    Example: gptdeploy demo --objective mlm   (an encoder, a few minutes)
     """
+    if objective == "mlm":
+        from gptdeploy.demo_mlm import MLM_FULL, MLM_QUICK, describe_mlm_demo, run_mlm_demo
+
+        result = run_mlm_demo(out_dir or Path("runs/demo-mlm"), MLM_QUICK if quick else MLM_FULL, fresh)
+        emit(result, as_json, describe_mlm_demo)
+        return
     from gptdeploy.demo import FULL, QUICK, describe_demo, run_demo
 
-    out_dir = out_dir or Path("runs/demo-quick" if quick else "runs/demo")
-    result = run_demo(out_dir, QUICK if quick else FULL, fresh)
+    result = run_demo(out_dir or Path("runs/demo-quick" if quick else "runs/demo"), QUICK if quick else FULL, fresh)
     emit(result, as_json, describe_demo)

@@ -118,3 +118,28 @@ def test_engines_of_the_qwen_options_match_pytorch(tmp_path, tokenizer, variant)
     with open_engine(bundle, artifact) as runtime:
         report = check_parity(runtime, golden)
     assert report, report.failures
+
+
+@pytest.mark.parametrize("source", ["onnx-fp32", "onnx-fused-std"])
+def test_an_encoder_engine_gives_the_references_fill_mask_and_labels(classifier_dir, tmp_path, source):
+    from gptdeploy.encoder import classify, fill_mask
+    from gptdeploy.export.fusion import optimize_bundle
+    from gptdeploy.export.pipeline import export_bundle
+    from gptdeploy.export.tensorrt_build import build_engine
+
+    bundle = tmp_path / "bundle"
+    export_bundle(classifier_dir, bundle)
+    if source == "onnx-fused-std":
+        optimize_bundle(bundle, "tensorrt")
+    artifact = build_engine(bundle, source).artifact  # judged by the encoder parity of the stage runner
+    assert artifact.details.parity["passed"] and len(artifact.details.recipe["profiles"]) == 1
+    texts = ["Mia lives in <|mask|>.", "Tom had <|mask|> apples.", "Then bake it."] * 4  # more than one batch
+    on_engine = fill_mask(bundle, texts[:2], artifact=artifact.name)
+    on_ort = fill_mask(bundle, texts[:2], backend="onnxruntime")
+
+    def top_k(results):
+        return [[[p["token_id"] for p in mask] for mask in result.predictions] for result in results]
+
+    assert top_k(on_engine) == top_k(on_ort)
+    labels = [r.label for r in classify(bundle, texts, artifact=artifact.name)]
+    assert labels == [r.label for r in classify(classifier_dir, texts)]
