@@ -127,5 +127,6 @@ def check_encoder_parity(encoder: Encoder, golden: EncoderGolden, tolerance: Tol
     if not batch_ok:
         failures.append(f"texts run together differ from each text alone by {alone_diff:.2e}")
     return ParityReport(encoder.info.backend, encoder.info.precision, scale, float(diff.max()), float(diff.mean()),
-                        max_rel, mean_kl, top1, identical, len(golden.texts), [], 0.0, batch_ok, failures,
-                        non_finite)  # fmt: skip
+                        max_rel, mean_kl, top1, identical, len(golden.texts), divergences=[],
+                        cache_vs_recompute_max_diff=0.0, batch_matches_single=batch_ok, batch_divergences=[],
+                        failures=failures, non_finite_logits=non_finite)  # fmt: skip
