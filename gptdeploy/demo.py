@@ -51,10 +51,10 @@ FULL = DemoPlan(
 )  # fmt: skip
 QUICK = DemoPlan(
     preset="tiny",
-    pretrain=TrainConfig(max_steps=500, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=30,
-                         eval_interval=100, checkpoint_interval=100),
-    finetune=TrainConfig(max_steps=3000, batch_size=32, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=50,
-                         eval_interval=500, checkpoint_interval=500),
+    pretrain=TrainConfig(max_steps=800, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=30,
+                         eval_interval=250, checkpoint_interval=250),
+    finetune=TrainConfig(max_steps=5000, batch_size=32, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=50,
+                         eval_interval=1000, checkpoint_interval=1000),
 )  # fmt: skip
 
 
