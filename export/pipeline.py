@@ -336,12 +336,7 @@ def export_bundle(
                        {"checkpoint": str(loaded.path), "task_accuracy": accuracy})  # fmt: skip
         stage = export_stage(loaded.model, str(loaded.path), opset)
         result = add_stage(staging, stage, None, tasks=heldout is not None, heldout=heldout)
-        if bundle.exists() and not force:
-            raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
-        try:
-            replace_folder(staging, bundle)
-        except FileExistsError as error:
-            raise ExportError(f"{bundle} was created while this export ran; export again with --force") from error
+        _place_bundle(staging, bundle, force)
     return StageResult(bundle, result.artifact, result.steps)
 
 
@@ -362,13 +357,18 @@ def _export_encoder_bundle(loaded, bundle: Path, opset: int, force: bool, texts:
         write_manifest(staging, loaded.config, tool_versions(),
                        {"checkpoint": str(loaded.path), "task_accuracy": None, "labels": labels})  # fmt: skip
         result = add_stage(staging, encoder_export_stage(loaded.model, str(loaded.path), opset), None, tasks=False)
-        if bundle.exists() and not force:
-            raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
-        try:
-            replace_folder(staging, bundle)
-        except FileExistsError as error:
-            raise ExportError(f"{bundle} was created while this export ran; export again with --force") from error
+        _place_bundle(staging, bundle, force)
     return StageResult(bundle, result.artifact, result.steps)
+
+
+def _place_bundle(staging: Path, bundle: Path, force: bool) -> None:
+    """Swap the finished bundle into place, refusing one another process created meanwhile unless `force`."""
+    if bundle.exists() and not force:
+        raise ExportError(f"{bundle} was created while this export ran; pass --force to replace it")
+    try:
+        replace_folder(staging, bundle)
+    except FileExistsError as error:
+        raise ExportError(f"{bundle} was created while this export ran; export again with --force") from error
 
 
 def _check_target(checkpoint: Path, bundle: Path, force: bool) -> None:

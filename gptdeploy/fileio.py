@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import glob
 import json
 import logging
@@ -49,8 +50,10 @@ def crash_point(label: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@functools.cache
 def normal_file_mode() -> int:
-    """The mode a plain `open()` gives a new file under the process's umask (0644 under the usual 022)."""
+    """The mode a plain `open()` gives a new file under the process's umask (0644 under the usual 022). Read once:
+    reading the umask means setting it, which would race with threads creating files."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
