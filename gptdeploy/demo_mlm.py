@@ -31,20 +31,20 @@ from gptdeploy.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-# A few minutes on 2 CPU cores; the time budgets stop a slower machine on time.
+# Plans in steps, like the causal demo's: a slower machine takes longer and learns the same.
 MLM_FULL = DemoPlan(
     preset="tiny",
     pretrain=TrainConfig(max_steps=1500, batch_size=32, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=50,
-                         eval_interval=250, checkpoint_interval=250, max_minutes=4.0),
+                         eval_interval=250, checkpoint_interval=250),
     finetune=TrainConfig(max_steps=300, batch_size=32, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=30,
-                         eval_interval=100, checkpoint_interval=100, max_minutes=1.5),
+                         eval_interval=100, checkpoint_interval=100),
 )  # fmt: skip
 MLM_QUICK = DemoPlan(
     preset="tiny",
     pretrain=TrainConfig(max_steps=300, batch_size=16, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=30,
-                         eval_interval=100, checkpoint_interval=100, max_minutes=1.0),
+                         eval_interval=100, checkpoint_interval=100),
     finetune=TrainConfig(max_steps=100, batch_size=32, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=10,
-                         eval_interval=100, checkpoint_interval=100, max_minutes=0.5),
+                         eval_interval=100, checkpoint_interval=100),
 )  # fmt: skip
 FILL_MASK_TEXTS = ["Mia lives in <|mask|>.", "To make baked apples, you need apples, raisins and <|mask|>.",
                    "Once upon a time there was a loyal <|mask|> that lived in the damp grass."]  # fmt: skip
