@@ -145,9 +145,11 @@ class Bundle:
 FOLDER_PREFIX = {"onnx": "decoder", "tensorrt": "engine"}
 
 
-def artifact_folder(kind: str, name: str) -> str:
-    """Where an artifact's files live in the bundle: onnx-int8 -> decoder-int8/, tensorrt-fp32 -> engine-fp32/."""
-    return f"{FOLDER_PREFIX[kind]}-{name.removeprefix(kind + '-')}"
+def artifact_folder(kind: str, name: str, causal: bool = True) -> str:
+    """Where an artifact's files live in the bundle: onnx-int8 -> decoder-int8/ (encoder-int8/ for a model that
+    is not causal), tensorrt-fp32 -> engine-fp32/."""
+    prefix = FOLDER_PREFIX[kind] if causal or kind != "onnx" else "encoder"
+    return f"{prefix}-{name.removeprefix(kind + '-')}"
 
 
 def sha256_file(path: Path) -> str:

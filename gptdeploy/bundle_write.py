@@ -117,13 +117,14 @@ def install_artifact(
     """Move a staged artifact's files into the bundle and register it; returns it as registered.
 
     `artifact.path` is the file a backend opens, relative to `staging`; its files are every file in `staging`. They
-    get the folder `artifact_folder(kind, name)`, or `<that>.<n>` while the version being replaced still occupies
-    it; the replaced version's folder is deleted once the manifest no longer names it.
+    get the folder `artifact_folder(kind, name, causal)`, or `<that>.<n>` while the version being replaced still
+    occupies it; the replaced version's folder is deleted once the manifest no longer names it.
     """
     bundle_dir = Path(bundle_dir)
     with writing(bundle_dir):
-        old = _existing(load_bundle(bundle_dir, verify=False), artifact.name, replace_existing)
-        folder = _free_folder(bundle_dir, artifact_folder(artifact.kind, artifact.name))
+        bundle = load_bundle(bundle_dir, verify=False)
+        old = _existing(bundle, artifact.name, replace_existing)
+        folder = _free_folder(bundle_dir, artifact_folder(artifact.kind, artifact.name, bundle.config.causal))
         note = bundle_dir / f"{NOTE_PREFIX}{uuid.uuid4().hex[:8]}.json"
         atomic_write_json(note, {"folders": [folder] + ([old.folder] if old is not None else [])})
         for path in staging.rglob("*"):  # tools that wrote them (ONNX Runtime's quantizers) may leave them private

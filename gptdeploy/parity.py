@@ -234,7 +234,7 @@ def _run_encoder_parity(bundle, checkpoint: str | Path | None, device: str | Non
         with load_encoder(checkpoint) as reference:
             golden = compute_encoder_golden(reference, golden.texts)
     reports = []
-    for artifact in bundle.artifacts:
+    for artifact in tqdm(bundle.artifacts, desc="parity", unit="artifact", disable=None):
         try:
             encoder = open_encoder(bundle, artifact, device)
         except BackendError as error:

@@ -54,3 +54,12 @@ def test_every_readme_command_and_flag_exists(command):
     assert result.exit_code == 0, result.output
     missing = [flag for flag in flags if not re.search(rf"(^|[\s,/]){re.escape(flag)}([\s,=/]|$)", result.output, re.M)]
     assert not missing, f"`gptdeploy {' '.join(path)} --help` does not list {missing}"
+
+
+def test_every_extra_the_readme_installs_exists():
+    """`pip install -e ".[cpu,serve]"` only warns about an unknown extra and installs less than the text says."""
+    import tomllib
+
+    extras = set(tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named = {name for group in re.findall(r"\[([a-z0-9_,-]+)\]\"", README.read_text()) for name in group.split(",")}
+    assert named and named <= extras, f"the README installs extras pyproject.toml lacks: {sorted(named - extras)}"

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from gptdeploy.corpus.factcheck import generate_fact_task
 from gptdeploy.corpus.genres import LabeledText, generate_genre_task
 from gptdeploy.corpus.tasks import Example, generate_tasks
 from gptdeploy.corpus.world import corpus_stats, generate_corpus
@@ -31,11 +32,12 @@ def _jsonl(examples: Sequence[Example | LabeledText]) -> str:
 
 def write_samples(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Generate everything for `seed` into out_dir; returns {"corpus", "train", "heldout", "classify_train",
-    "classify_heldout", "stats"} -> path."""
+    "classify_heldout", "facts_train", "facts_heldout", "stats"} -> path."""
     out_dir = Path(out_dir)
     corpus = generate_corpus(seed)
     train, heldout = generate_tasks(seed)
     genre_train, genre_heldout = generate_genre_task(seed)
+    fact_train, fact_heldout = generate_fact_task(seed)
     packed = _gzip(corpus.text)
     return {
         "corpus": atomic_write(out_dir / "corpus.txt.gz", lambda tmp: tmp.write_bytes(packed)),
@@ -43,5 +45,7 @@ def write_samples(out_dir: Path, seed: int = 0) -> dict[str, Path]:
         "heldout": atomic_write_text(out_dir / "finetune" / "heldout.jsonl", _jsonl(heldout)),
         "classify_train": atomic_write_text(out_dir / "classify" / "train.jsonl", _jsonl(genre_train)),
         "classify_heldout": atomic_write_text(out_dir / "classify" / "heldout.jsonl", _jsonl(genre_heldout)),
+        "facts_train": atomic_write_text(out_dir / "factcheck" / "train.jsonl", _jsonl(fact_train)),
+        "facts_heldout": atomic_write_text(out_dir / "factcheck" / "heldout.jsonl", _jsonl(fact_heldout)),
         "stats": atomic_write_json(out_dir / "corpus_stats.json", {"seed": seed, **corpus_stats(corpus)}),
     }

@@ -17,7 +17,16 @@ def _sha256(path: Path) -> str:
 
 def test_shipped_samples_are_byte_identical_to_a_fresh_run(tmp_path):
     written = write_samples(tmp_path)
-    assert set(written) == {"corpus", "train", "heldout", "classify_train", "classify_heldout", "stats"}
+    assert set(written) == {
+        "corpus",
+        "train",
+        "heldout",
+        "classify_train",
+        "classify_heldout",
+        "facts_train",
+        "facts_heldout",
+        "stats",
+    }
     for path in written.values():
         shipped = SHIPPED / path.relative_to(tmp_path)
         assert _sha256(path) == _sha256(shipped), f"{shipped} is stale: regenerate it with write_samples"

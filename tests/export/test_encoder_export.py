@@ -34,6 +34,7 @@ def test_the_bundle_holds_an_encoder_graph_that_passed_fp32_parity(encoder_bundl
     assert bundle.manifest["reference"]["labels"] == ["no", "yes"]
     (artifact,) = bundle.artifacts
     parity = artifact.details.parity
+    assert artifact.path.startswith("encoder-fp32/")  # not decoder-*: a reader of the folder sees what it holds
     assert artifact.name == "onnx-fp32" and parity["passed"] and parity["greedy_identical"] == parity["prompts"]
     assert parity["max_rel_logit_diff"] <= TOLERANCES["fp32"].max_logit_diff
 
