@@ -69,7 +69,16 @@ def test_train_then_finetune_then_evaluate_with_json(tmp_path, corpus, pairs):
 
 def test_data_writes_the_samples_and_reports_them_as_json(tmp_path):
     document = json.loads(run("data", tmp_path, "--seed", "3", "--json").stdout)
-    assert set(document["files"]) == {"corpus", "train", "heldout", "stats", "classify_train", "classify_heldout"}
+    assert set(document["files"]) == {
+        "corpus",
+        "train",
+        "heldout",
+        "stats",
+        "classify_train",
+        "classify_heldout",
+        "facts_train",
+        "facts_heldout",
+    }
     assert all(Path(path).is_file() for path in document["files"].values())
     assert document["stats"]["seed"] == 3 and document["stats"] == json.loads(
         (tmp_path / "corpus_stats.json").read_text()
