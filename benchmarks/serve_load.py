@@ -2,7 +2,9 @@
 (`--max-slots 1`), and llama-cpp-python's OpenAI server (`python -m llama_cpp.server`) on the same weights
 converted with `gptdeploy export-gguf`.
 
-A seeded random-weight checkpoint of `--shape` is built (or `--model` is served), every target is started as its
+A seeded random-weight checkpoint of `--shape` is built and deployed as a user would (`gptdeploy export`, then
+`gptdeploy optimize --target onnxruntime`; the server runs the slot graph `onnx-fused-ort`; `--backend torch` serves
+the checkpoint instead), or `--model` is served; every target is started as its
 own process on a free port of 127.0.0.1, and bounded concurrent clients (`--clients`, e.g. 1 4 16 32) each send
 `--requests-per-client` streaming completions one after another: prompt lengths drawn from 16-200 tokens, output
 lengths from 16-128 tokens (the same seeded draws for every target). Reported per target and client count:
@@ -11,7 +13,7 @@ aggregate generated tokens/s over the run, time to first token (TTFT) and the ga
 gptdeploy target under `--clients` clients for that long, sampling the server's resident memory.
 
     python benchmarks/serve_load.py --json serve_load.json --plot serve_load.png           # gpt2-124m, f32
-    python benchmarks/serve_load.py --gguf-type q8_0 --serve-args "--backend onnxruntime"  # with --model BUNDLE
+    python benchmarks/serve_load.py --backend torch                                         # the checkpoint on torch
     python benchmarks/serve_load.py --soak 10 --clients 8 --json soak.json --plot soak.png
     python benchmarks/serve_load.py --shape tiny --clients 1 4 --requests-per-client 2 --max-prompt-words 40 \
         --max-new-tokens 32                                                               # a smoke run (seconds)
@@ -63,8 +65,18 @@ def build_checkpoint(shape: str, folder: Path) -> Path:
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset(shape)).eval()
     tokenizer = Tokenizer.train(generate_corpus(target_bytes=200_000).documents, min(1024, model.config.vocab_size))
+    with torch.no_grad():  # ids past the tokenizer decode to no text, so a server could stream nothing until the end
+        model.lm_head.weight[tokenizer.vocab_size :] = 0  # logit 0: greedy picks a token with text (as real models do)
     save_checkpoint(folder / "checkpoint", model, tokenizer)
     return folder / "checkpoint"
+
+
+def build_bundle(checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint exported and fused for ONNX Runtime through the CLI, the way a user deploys it."""
+    bundle = folder / "bundle"
+    for command in (["export", checkpoint, "-o", bundle], ["optimize", bundle, "--target", "onnxruntime"]):
+        subprocess.run([sys.executable, "-m", "gptdeploy", *map(str, command)], check=True)
+    return bundle
 
 
 def free_port() -> int:
@@ -299,6 +311,12 @@ def plot_soak(summary: dict, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="gpt2-124m", help="preset of the random-weight checkpoint to build")
+    parser.add_argument(
+        "--backend",
+        choices=["onnxruntime", "torch"],
+        default="onnxruntime",
+        help="serve the built model's fused slot graph on ONNX Runtime, or its checkpoint on torch",
+    )
     parser.add_argument("--model", type=Path, help="serve this checkpoint or bundle instead (llamacpp needs --gguf)")
     parser.add_argument("--gguf", type=Path, help="the GGUF file for llamacpp (default: export-gguf of the model)")
     parser.add_argument("--gguf-type", choices=["f32", "q8_0"], default="f32")
@@ -326,7 +344,11 @@ def main() -> None:
         args.logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="serve_load.") as folder:
         work = Path(folder)
-        model = args.model or build_checkpoint(args.shape, work)
+        checkpoint = args.model or build_checkpoint(args.shape, work)
+        model = checkpoint
+        if args.model is None and args.backend == "onnxruntime":
+            model = build_bundle(checkpoint, work)
+            args.serve_args = f"--artifact onnx-fused-ort {args.serve_args}"
         if args.soak:
             result = {"settings": {**vars(args), "model": str(model)}, "soak": soak(args, model, work)}
             if args.plot:
@@ -336,7 +358,7 @@ def main() -> None:
             if "llamacpp" in args.targets and gguf is None:
                 from gptdeploy.gguf_export import export_gguf
 
-                gguf = export_gguf(model, work / f"model-{args.gguf_type}.gguf", gguf_type=args.gguf_type).path
+                gguf = export_gguf(checkpoint, work / f"model-{args.gguf_type}.gguf", gguf_type=args.gguf_type).path
             print(f"{'target':<16} {'clients':>7} {'tokens/s':>9} {'TTFT p50':>9} {'p99 ms':>8} {'ITL p50':>8} "
                   f"{'p99 ms':>8} {'errors':>6}")  # fmt: skip
             rows = measure(args, model, gguf, work)
