@@ -225,8 +225,11 @@ class OrtSlotRuntime(OrtRuntime):
         """One call per span of rows covering the slots. A row inside a span that is not decoded (free, or between
         prefill chunks) rides along: it writes a token's keys just after its last one, where its next tokens go
         anyway, and its logits are dropped; a full row has no room for that, so it splits the span."""
+        rows = slots.tolist()
+        if rows == list(range(rows[0], rows[0] + len(rows))):  # one span in order, the usual case: no regrouping
+            return self._decode_rows(rows[0], tokens, starts)
         logits = np.empty((len(slots), self.info.vocab_size), dtype=np.float32)
-        for first, last in self._spans(sorted(slots.tolist())):
+        for first, last in self._spans(sorted(rows)):
             inside = np.flatnonzero((slots >= first) & (slots <= last))
             feed = np.zeros(last - first + 1, dtype=np.int64)
             feed[slots[inside] - first] = tokens[inside]
