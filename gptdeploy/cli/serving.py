@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from gptdeploy.cli.common import backend_options
+from gptdeploy.engine import DEFAULT_PREFILL_CHUNK
 
 
 @click.command("serve")
@@ -29,6 +30,14 @@ from gptdeploy.cli.common import backend_options
 )
 @click.option("--model-name", help="The model id clients send (default: the model folder's name).")
 @click.option(
+    "--prefill-chunk",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PREFILL_CHUNK,
+    show_default=True,
+    help="Prompt tokens prefilled per engine step: smaller keeps time to first token and inter-token latency low "
+    "behind long prompts, larger prefills long prompts faster.",
+)
+@click.option(
     "--grace-period",
     type=click.FloatRange(min=0),
     default=30.0,
@@ -41,7 +50,7 @@ from gptdeploy.cli.common import backend_options
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: copies of the model, each with its own engine.")  # fmt: skip
 def serve_command(model, host, port, backend, device, precision, artifact, max_slots, max_queue, api_key, model_name,
-                  grace_period, use_ray, replicas) -> None:  # fmt: skip
+                  prefill_chunk, grace_period, use_ray, replicas) -> None:  # fmt: skip
     """Serve a checkpoint or bundle over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions).
 
     Example: gptdeploy serve runs/demo/finetune --port 8000
@@ -49,7 +58,7 @@ def serve_command(model, host, port, backend, device, precision, artifact, max_s
     from gptdeploy.serve.options import ServeOptions, require_extra
 
     options = ServeOptions(str(model), backend, device, precision, artifact, max_slots, max_queue, api_key,
-                           model_name or Path(model).resolve().name)  # fmt: skip
+                           model_name or Path(model).resolve().name, prefill_chunk)  # fmt: skip
     if use_ray:
         require_extra("ray", "ray")
         from gptdeploy.serve.ray_app import run_on_ray

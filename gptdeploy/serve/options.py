@@ -7,6 +7,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
+from gptdeploy.engine import DEFAULT_PREFILL_CHUNK
 from gptdeploy.errors import ServerError
 from gptdeploy.runtimes.base import DEFAULT_SLOTS
 
@@ -22,6 +23,7 @@ class ServeOptions:
     max_queue: int = 256  # requests waiting for a slot before 429
     api_key: str | None = None
     model_name: str = "gptdeploy"  # the id clients send as `model`
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # prompt tokens per engine step (latency against prefill speed)
 
     def service(self):
         """A `Service` that loads this model when started."""
@@ -30,7 +32,7 @@ class ServeOptions:
 
         loader = functools.partial(load_runtime, self.model, self.backend, self.device, self.precision,
                                    self.max_slots, self.artifact)  # fmt: skip
-        return Service(loader, self.model_name, self.max_queue)
+        return Service(loader, self.model_name, self.max_queue, self.prefill_chunk)
 
 
 def require_extra(module: str, extra: str) -> None:

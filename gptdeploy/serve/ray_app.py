@@ -55,7 +55,7 @@ def build_app(args: dict[str, str]):
     args = dict(args)
     replicas, num_cpus, num_gpus = (int(args.pop("replicas", 1)), float(args.pop("num_cpus", 1)),
                                     float(args.pop("num_gpus", 0)))  # fmt: skip
-    for name in ("max_slots", "max_queue"):
+    for name in ("max_slots", "max_queue", "prefill_chunk"):
         if name in args:
             args[name] = int(args[name])
     args.setdefault("model_name", os.path.basename(os.path.abspath(args["model"])))

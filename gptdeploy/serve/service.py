@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gptdeploy.chat_template import ChatTemplate
-from gptdeploy.engine import Engine, EngineLoop, GenerationConfig, Request, TokenLogprob
+from gptdeploy.engine import DEFAULT_PREFILL_CHUNK, Engine, EngineLoop, GenerationConfig, Request, TokenLogprob
 from gptdeploy.errors import GenerationError, ServerError
 from gptdeploy.runtimes.base import Runtime
 from gptdeploy.serve.metrics import Metrics
@@ -61,8 +61,10 @@ class Progress:
 class Service:
     """One model served: a runtime, its engine loop and chat template, and the limits on what it accepts."""
 
-    def __init__(self, loader: Callable[[], Runtime], model_name: str, max_queue: int = 256):
+    def __init__(self, loader: Callable[[], Runtime], model_name: str, max_queue: int = 256,
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):  # fmt: skip
         self.loader, self.model_name, self.max_queue = loader, model_name, max_queue
+        self.prefill_chunk = prefill_chunk
         self.metrics = Metrics()
         self.state = "idle"  # idle -> loading -> ready -> draining, or loading -> failed
         self.load_error: BaseException | None = None
@@ -86,7 +88,7 @@ class Service:
         try:
             runtime = self.loader()
             template = ChatTemplate(runtime.tokenizer)
-            engine = Engine(runtime)
+            engine = Engine(runtime, self.prefill_chunk)
         except BaseException as error:
             self.load_error, self.state = error, "failed"
             logger.error("cannot load the model: %s", error)

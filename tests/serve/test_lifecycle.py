@@ -120,3 +120,20 @@ def test_a_model_that_cannot_load_ends_serve_with_one_error_line(tmp_path):
     assert result.exit_code == 1 and "Error: model folder" in result.output and "does not exist" in result.output
     result = CliRunner().invoke(main, ["serve", str(tmp_path), "--replicas", "2"])
     assert result.exit_code == 2 and "--replicas needs --ray" in result.output
+
+
+def test_prefill_chunk_reaches_the_engine_and_a_bad_one_is_refused(checkpoint_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gptdeploy.serve.app import create_app
+    from gptdeploy.serve.options import ServeOptions
+
+    service = ServeOptions(str(checkpoint_dir), max_slots=2, model_name=MODEL, prefill_chunk=3).service()
+    with TestClient(create_app(service)) as client:
+        service.start(wait=True)
+        assert service.engine_loop.engine.prefill_chunk == 3
+        answer = client.post("/v1/completions", json={"model": MODEL, "prompt": "Mia lives in", "max_tokens": 2})
+        assert answer.status_code == 200 and answer.json()["usage"]["prompt_tokens"] > 3  # prefilled in chunks
+        service.close()
+    result = CliRunner().invoke(main, ["serve", str(tmp_path), "--prefill-chunk", "0"])
+    assert result.exit_code == 2 and "--prefill-chunk" in result.output
