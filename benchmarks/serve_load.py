@@ -220,7 +220,11 @@ def vocabulary_words(model: Path) -> list[str]:
 def measure(args, model: Path, gguf: Path | None, work: Path) -> list[dict]:
     rows, words = [], vocabulary_words(model)
     for name in args.targets:
-        target = start_target(name, model, gguf, args, work)
+        try:
+            target = start_target(name, model, gguf, args, work)
+        except RuntimeError as error:  # a peer that cannot start (a missing extra) costs its rows, not the others'
+            print(f"{name} not measured: {error}", flush=True)
+            continue
         try:
             asyncio.run(run_clients(target.url, workload(2, 99, words, args), 1))  # warm-up
             for clients in args.clients:
